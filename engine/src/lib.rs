@@ -1,0 +1,3 @@
+//! The Lamina engine: layered block images (`image`), the server that
+//! exposes a mounted image to the kernel (`serve`), and system containers
+//! whose root is a mounted image (`container`).
