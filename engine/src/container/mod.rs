@@ -1,0 +1,1 @@
+//! System containers whose root filesystem is a mounted Lamina image.
