@@ -1,1 +1,18 @@
 //! System containers whose root filesystem is a mounted Lamina image.
+//!
+//! The vzctl-style pieces live here: the layout and config files, CTIDs and
+//! names, locks, templates, and the operations behind `lamctl`. The
+//! namespace and cgroup runtime is in `runtime`.
+
+pub mod config;
+pub mod ctid;
+pub mod error;
+pub mod layout;
+pub mod lock;
+pub mod mounts;
+pub mod resources;
+pub mod samples;
+pub mod template;
+pub mod units;
+
+pub use error::{ContainerError, Stage};
