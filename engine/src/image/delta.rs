@@ -1,0 +1,274 @@
+//! One delta file by itself: create it, read and write its header, and
+//! read, validate and write its BAT pages.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lamina_format::bat::{self, decode_raw_page, encode_raw_page};
+use lamina_format::{BAT_PAGE_SIZE, BatEntry, ENTRIES_PER_PAGE, EntryChecker, FormatError, Header};
+
+use super::error::ImageError;
+use super::io::{OpenMode, Storage, StorageFile};
+
+/// What [`DeltaFile::scan`] does with an entry that points past the end
+/// of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastEof {
+    /// Fail with [`FormatError::EntryPastEof`].
+    Reject,
+    /// Report the entry as absent and list it in [`ScanReport::past_eof`],
+    /// as after a crash of a delta marked in use.
+    Drop,
+}
+
+/// What a BAT scan found besides the entries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Number of allocated entries.
+    pub allocated: u64,
+    /// End of the last referenced data cluster, or the data offset when
+    /// none is referenced.
+    pub data_end: u64,
+    /// `(virtual cluster, physical cluster)` of every dropped entry.
+    pub past_eof: Vec<(u64, u64)>,
+    /// BAT pages that are not holes.
+    pub pages_read: u64,
+}
+
+/// An open delta file with its decoded header.
+#[derive(Debug)]
+pub struct DeltaFile {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    /// The header as last read or written.
+    pub header: Header,
+}
+
+impl DeltaFile {
+    /// Creates a new delta file with an empty BAT and makes it durable.
+    /// The caller syncs the directory.
+    pub fn create(
+        storage: &dyn Storage,
+        path: &Path,
+        header: Header,
+    ) -> Result<DeltaFile, ImageError> {
+        let file = storage
+            .open(path, OpenMode::CreateNew)
+            .map_err(|e| ImageError::io("create", path, e))?;
+        let delta = DeltaFile {
+            path: path.to_path_buf(),
+            file,
+            header,
+        };
+        delta
+            .file
+            .set_len(header.data_offset)
+            .map_err(|e| delta.io_error("extend", e))?;
+        delta.write_header()?;
+        Ok(delta)
+    }
+
+    /// Opens a delta file and validates its header against the file length.
+    pub fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        mode: OpenMode,
+    ) -> Result<DeltaFile, ImageError> {
+        let file = storage
+            .open(path, mode)
+            .map_err(|e| ImageError::io("open", path, e))?;
+        let len = file.len().map_err(|e| ImageError::io("stat", path, e))?;
+        let mut block = vec![0u8; lamina_format::header::HEADER_RECORD_SIZE];
+        if len < block.len() as u64 {
+            return Err(ImageError::Format {
+                path: path.to_path_buf(),
+                source: FormatError::Truncated {
+                    len: usize::try_from(len).unwrap_or(0),
+                    needed: block.len(),
+                },
+            });
+        }
+        file.read_at(&mut block, 0)
+            .map_err(|e| ImageError::io("read header of", path, e))?;
+        let header = Header::decode(&block)
+            .and_then(|h| h.check_file_len(len).map(|()| h))
+            .map_err(|source| ImageError::Format {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(DeltaFile {
+            path: path.to_path_buf(),
+            file,
+            header,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        self.header.geometry.cluster_size()
+    }
+
+    /// Byte offset of a physical cluster.
+    pub fn cluster_offset(&self, physical: u64) -> u64 {
+        physical * self.cluster_size()
+    }
+
+    /// Builds an I/O error naming this file.
+    pub fn io_error(&self, op: &'static str, source: std::io::Error) -> ImageError {
+        ImageError::io(op, &self.path, source)
+    }
+
+    /// Builds a format error naming this file.
+    pub fn format_error(&self, source: FormatError) -> ImageError {
+        ImageError::Format {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes the header block and syncs it.
+    pub fn write_header(&self) -> Result<(), ImageError> {
+        self.file
+            .write_at(&self.header.encode(), 0)
+            .map_err(|e| self.io_error("write header of", e))?;
+        self.file.sync_data().map_err(|e| self.io_error("sync", e))
+    }
+
+    /// The file length in bytes.
+    pub fn file_len(&self) -> Result<u64, ImageError> {
+        self.file.len().map_err(|e| self.io_error("stat", e))
+    }
+
+    /// Reads BAT page `page` and returns its raw entry values after
+    /// checking its CRC32. A hole reads as all absent.
+    pub fn read_raw_page(&self, page: u64) -> Result<[u64; ENTRIES_PER_PAGE], ImageError> {
+        let mut bytes = vec![0u8; BAT_PAGE_SIZE];
+        self.file
+            .read_at(&mut bytes, self.header.bat_page_offset(page))
+            .map_err(|e| self.io_error("read BAT of", e))?;
+        decode_raw_page(&bytes, page).map_err(|e| self.format_error(e))
+    }
+
+    /// Writes BAT page `page` from raw entry values. Does not sync.
+    pub fn write_raw_page(
+        &self,
+        page: u64,
+        entries: [u64; ENTRIES_PER_PAGE],
+    ) -> Result<(), ImageError> {
+        self.file
+            .write_at(
+                &encode_raw_page(page, entries),
+                self.header.bat_page_offset(page),
+            )
+            .map_err(|e| self.io_error("write BAT of", e))
+    }
+
+    /// Returns the indexes of the BAT pages that are not holes, skipping
+    /// holes with `SEEK_DATA`, so an empty BAT costs no reads.
+    pub fn data_pages(&self) -> Result<Vec<u64>, ImageError> {
+        let start = self.header.bat_offset();
+        let end = start + self.header.bat_len;
+        let page_size = BAT_PAGE_SIZE as u64;
+        let mut pages = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            let Some(data) = self
+                .file
+                .next_data(pos)
+                .map_err(|e| self.io_error("seek in", e))?
+            else {
+                break;
+            };
+            if data >= end {
+                break;
+            }
+            let page = (data.max(start) - start) / page_size;
+            pages.push(page);
+            pos = start + (page + 1) * page_size;
+        }
+        Ok(pages)
+    }
+
+    /// Reads and validates every non-hole BAT page and calls `visit` with
+    /// each non-absent entry. Entries are checked against the layout: in
+    /// the data area, inside the file, each physical cluster used once.
+    pub fn scan(
+        &self,
+        past_eof: PastEof,
+        mut visit: impl FnMut(u64, BatEntry),
+    ) -> Result<ScanReport, ImageError> {
+        let cluster_size = self.cluster_size();
+        let file_len = self.file_len()?;
+        let mut checker = EntryChecker::new(
+            cluster_size,
+            self.header.clusters(),
+            self.header.data_offset,
+            file_len,
+        );
+        let mut report = ScanReport {
+            data_end: self.header.data_offset,
+            ..ScanReport::default()
+        };
+        for page in self.data_pages()? {
+            report.pages_read += 1;
+            let raw = self.read_raw_page(page)?;
+            let first = page * ENTRIES_PER_PAGE as u64;
+            for (slot, value) in raw.into_iter().enumerate() {
+                let cluster = first + slot as u64;
+                let entry = BatEntry::decode(value)
+                    .ok_or(FormatError::BadEntry {
+                        cluster,
+                        raw: value,
+                    })
+                    .map_err(|e| self.format_error(e))?;
+                if entry == BatEntry::Absent {
+                    continue;
+                }
+                match checker.check(cluster, entry) {
+                    Ok(()) => {}
+                    Err(FormatError::EntryPastEof { physical, .. })
+                        if past_eof == PastEof::Drop =>
+                    {
+                        report.past_eof.push((cluster, physical));
+                        continue;
+                    }
+                    Err(e) => return Err(self.format_error(e)),
+                }
+                if let BatEntry::Allocated(physical) = entry {
+                    report.allocated += 1;
+                    report.data_end = report.data_end.max((physical + 1) * cluster_size);
+                }
+                visit(cluster, entry);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sets the entries of `clusters` to absent on disk, page by page, and
+    /// syncs. Used by repair to drop entries past the end of the file.
+    pub fn clear_entries(&self, clusters: &[u64]) -> Result<(), ImageError> {
+        let mut by_page = std::collections::BTreeMap::<u64, Vec<usize>>::new();
+        for cluster in clusters {
+            let (page, slot) = bat::page_and_slot(*cluster);
+            by_page.entry(page).or_default().push(slot);
+        }
+        for (page, slots) in by_page {
+            let mut raw = self.read_raw_page(page)?;
+            for slot in slots {
+                raw[slot] = 0;
+            }
+            self.write_raw_page(page, raw)?;
+        }
+        self.file.sync_data().map_err(|e| self.io_error("sync", e))
+    }
+}
