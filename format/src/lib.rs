@@ -11,3 +11,6 @@ pub use bat::{BAT_PAGE_SIZE, BatEntry, BatPage, ENTRIES_PER_PAGE, EntryChecker};
 pub use descriptor::{Descriptor, DescriptorError, Node};
 pub use error::FormatError;
 pub use header::{DEFAULT_CLUSTER_SIZE, Geometry, Header};
+
+#[cfg(test)]
+mod tests;

@@ -304,30 +304,31 @@ fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
     Ok(physical)
 }
 
-/// Zeros `[start, end)`, which lies inside one cluster, unless it reads as
-/// zeros already.
+/// Zeros `[start, end)` cluster by cluster, skipping clusters that read
+/// as zeros already.
 fn zero_partial(state: &State, writer: &Writer, start: u64, end: u64) -> Result<(), ImageError> {
     if start >= end {
         return Ok(());
     }
     let cluster_size = state.cluster_size();
-    let cluster = start / cluster_size;
-    match state.map.get(cluster) {
-        None
-        | Some(Mapping {
-            entry: BatEntry::Zero,
-            ..
-        }) => return Ok(()),
-        Some(_) => {}
+    let len = usize::try_from(end - start).map_err(|_| ImageError::OutOfRange {
+        offset: start,
+        len: end - start,
+        size: state.virtual_size(),
+    })?;
+    for piece in pieces(start, len, cluster_size) {
+        match state.map.get(piece.cluster) {
+            None
+            | Some(Mapping {
+                entry: BatEntry::Zero,
+                ..
+            }) => continue,
+            Some(_) => {}
+        }
+        let zeros = vec![0u8; piece.len];
+        write_piece(state, writer, piece, &zeros)?;
     }
-    let zeros = vec![0u8; in_cluster(end - start)];
-    let piece = Piece {
-        cluster,
-        within: start % cluster_size,
-        start: 0,
-        len: zeros.len(),
-    };
-    write_piece(state, writer, piece, &zeros)
+    Ok(())
 }
 
 /// Turns one whole cluster into zeros: free it in the top and leave an
