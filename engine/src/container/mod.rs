@@ -4,14 +4,22 @@
 //! names, locks, templates, and the operations behind `lamctl`. The
 //! namespace and cgroup runtime is in `runtime`.
 
+pub mod backend;
 pub mod config;
+pub mod create;
 pub mod ctid;
 pub mod error;
+pub mod instance;
 pub mod layout;
+pub mod lifecycle;
+pub mod list;
 pub mod lock;
 pub mod mounts;
 pub mod resources;
+pub mod rootfs;
 pub mod samples;
+pub mod set;
+pub mod snapshot;
 pub mod template;
 pub mod units;
 
