@@ -1,0 +1,179 @@
+//! The control protocol between the CLI and a server: one JSON request
+//! line, one JSON reply line, over the mount's unix socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::ServeError;
+use super::fs::FsUsage;
+use super::runtime::MountInfo;
+use crate::error::ErrorKind;
+
+/// How long a client waits for a reply. Generous, because shutdown flushes
+/// the filesystem and grow runs resize2fs.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An online operation for a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Freeze the filesystem, flush, make the top a snapshot, thaw.
+    Snapshot {
+        /// Name of the new snapshot.
+        name: Option<String>,
+        /// Free-form description.
+        description: Option<String>,
+    },
+    /// Grow the disk to `size` bytes, then the loop device and filesystem.
+    Grow {
+        /// The new virtual size in bytes.
+        size: u64,
+    },
+    /// Report the disk, the mount and filesystem usage.
+    Info,
+    /// List the disk's snapshots.
+    SnapshotList,
+    /// Trim the filesystem and give freed clusters back to the host.
+    Compact,
+    /// Unmount and exit; fails with the busy kind while the target is in use.
+    Shutdown,
+    /// Unmount lazily when busy and exit once the kernel lets go.
+    ForceShutdown,
+}
+
+/// A server's reply to a [`ControlRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum ControlResponse {
+    /// The operation finished and has nothing to report.
+    Done,
+    /// A snapshot was taken.
+    Snapshot {
+        /// The new snapshot's UUID.
+        uuid: Uuid,
+        /// How long writes were paused, in milliseconds.
+        pause_ms: f64,
+    },
+    /// The disk and filesystem grew.
+    Grown {
+        /// The new virtual size in bytes.
+        size: u64,
+    },
+    /// State of the mount.
+    Info {
+        /// The mount.
+        mount: Box<MountInfo>,
+        /// The engine's `DiskInfo`.
+        disk: serde_json::Value,
+        /// Usage of the mounted filesystem.
+        fs: FsUsage,
+    },
+    /// The disk's snapshots, as the engine lists them.
+    Snapshots {
+        /// The engine's snapshot list.
+        snapshots: serde_json::Value,
+    },
+    /// Compaction finished.
+    Compacted {
+        /// Bytes given back to the host.
+        bytes: u64,
+    },
+}
+
+/// What travels back on the socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Reply {
+    Ok(ControlResponse),
+    Error { kind: String, message: String },
+}
+
+/// Returns the stable name of an error kind on the wire.
+pub(crate) fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidArgument => "invalid-argument",
+        ErrorKind::NotFound => "not-found",
+        ErrorKind::AlreadyExists => "already-exists",
+        ErrorKind::Corrupt => "corrupt",
+        ErrorKind::Unsupported => "unsupported",
+        ErrorKind::Busy => "busy",
+        ErrorKind::Io => "io",
+    }
+}
+
+/// Parses [`kind_name`]'s output; unknown names become `Io`.
+pub(crate) fn kind_from_name(name: &str) -> ErrorKind {
+    match name {
+        "invalid-argument" => ErrorKind::InvalidArgument,
+        "not-found" => ErrorKind::NotFound,
+        "already-exists" => ErrorKind::AlreadyExists,
+        "corrupt" => ErrorKind::Corrupt,
+        "unsupported" => ErrorKind::Unsupported,
+        "busy" => ErrorKind::Busy,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// Sends `request` to the server listening on `socket` and returns its
+/// reply. For the shutdown requests it then waits until the server has
+/// exited, which closes the connection.
+pub fn send(
+    socket: &Path,
+    pid: u32,
+    request: &ControlRequest,
+) -> Result<ControlResponse, ServeError> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(|e| ServeError::io("connect to", socket, e))?;
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| ServeError::io("configure", socket, e))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| protocol(pid, &e))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| ServeError::io("write to", socket, e))?;
+
+    let mut reader = BufReader::new(stream);
+    let mut reply = String::new();
+    reader
+        .read_line(&mut reply)
+        .map_err(|e| ServeError::io("read from", socket, e))?;
+    if reply.is_empty() {
+        return Err(ServeError::Protocol {
+            pid,
+            detail: "connection closed without a reply".into(),
+        });
+    }
+    let reply: Reply = serde_json::from_str(&reply).map_err(|e| protocol(pid, &e))?;
+    let response = match reply {
+        Reply::Ok(response) => response,
+        Reply::Error { kind, message } => {
+            return Err(ServeError::Server {
+                kind: kind_from_name(&kind),
+                message,
+            });
+        }
+    };
+
+    if matches!(
+        request,
+        ControlRequest::Shutdown | ControlRequest::ForceShutdown
+    ) {
+        // The server closes the socket by exiting.
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+    }
+    Ok(response)
+}
+
+fn protocol(pid: u32, error: &serde_json::Error) -> ServeError {
+    ServeError::Protocol {
+        pid,
+        detail: error.to_string(),
+    }
+}

@@ -1,0 +1,278 @@
+//! The filesystem on a served disk: detection, mkfs, mount, freeze, online
+//! grow and usage.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use super::error::ServeError;
+
+/// A filesystem Lamina creates and mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    /// ext4, grown online with resize2fs.
+    Ext4,
+    /// XFS, grown online with xfs_growfs.
+    Xfs,
+}
+
+impl FsType {
+    /// Returns the name mount(2) and mkfs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+}
+
+impl std::str::FromStr for FsType {
+    type Err = ServeError;
+
+    fn from_str(s: &str) -> Result<FsType, ServeError> {
+        match s {
+            "ext4" => Ok(FsType::Ext4),
+            "xfs" => Ok(FsType::Xfs),
+            _ => Err(ServeError::InvalidArgument {
+                what: "filesystem type (expected ext4 or xfs)",
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Usage of a mounted filesystem, as `df` and `df -i` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsUsage {
+    /// Size of a block in bytes.
+    pub block_size: u64,
+    /// Total data blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub blocks_free: u64,
+    /// Free blocks available to unprivileged users.
+    pub blocks_available: u64,
+    /// Total inodes.
+    pub inodes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+}
+
+/// Reads the superblock magic numbers: ext2/3/4 store 0xEF53 at byte 1080
+/// (offset 56 of the superblock at 1024), XFS stores "XFSB" at byte 0.
+pub fn detect(device: &Path) -> Result<Option<FsType>, ServeError> {
+    let file = File::open(device).map_err(|e| ServeError::io("open", device, e))?;
+    let mut block = [0u8; 4096];
+    file.read_exact_at(&mut block, 0)
+        .map_err(|e| ServeError::io("read superblock of", device, e))?;
+    if &block[..4] == b"XFSB" {
+        return Ok(Some(FsType::Xfs));
+    }
+    if block[1080..1082] == [0x53, 0xEF] {
+        return Ok(Some(FsType::Ext4));
+    }
+    Ok(None)
+}
+
+/// Creates a filesystem on `device`.
+///
+/// ext4 is created with the inode tables and journal written out now
+/// instead of by a background thread after the first mount, and without a
+/// discard of the fresh, already empty device.
+pub fn mkfs(device: &Path, fs: FsType, inodes: Option<u64>) -> Result<(), ServeError> {
+    let mut command = match fs {
+        FsType::Ext4 => {
+            let mut c = Command::new("mkfs.ext4");
+            c.args([
+                "-q",
+                "-F",
+                "-E",
+                "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+            ]);
+            if let Some(n) = inodes {
+                c.arg("-N").arg(n.to_string());
+            }
+            c
+        }
+        FsType::Xfs => {
+            if inodes.is_some() {
+                return Err(ServeError::Unsupported {
+                    what: "a fixed inode count on xfs, which allocates inodes on demand,".into(),
+                });
+            }
+            let mut c = Command::new("mkfs.xfs");
+            c.args(["-q", "-f", "-K"]);
+            c
+        }
+    };
+    command.arg(device);
+    run(&mut command)
+}
+
+/// Mounts `device` at `target`. Snapshot mounts of XFS need `nouuid`
+/// because the snapshot's filesystem UUID equals that of the live disk.
+pub fn mount(
+    device: &Path,
+    target: &Path,
+    fs: FsType,
+    read_only: bool,
+    options: Option<&str>,
+) -> Result<(), ServeError> {
+    let mut flags = MsFlags::empty();
+    let mut data: Vec<&str> = options.into_iter().filter(|o| !o.is_empty()).collect();
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+        if fs == FsType::Xfs {
+            data.push("nouuid");
+        }
+    }
+    let data = data.join(",");
+    nix::mount::mount(
+        Some(device),
+        target,
+        Some(fs.name()),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| ServeError::io("mount filesystem at", target, e.into()))
+}
+
+/// Unmounts `target`; a lazy unmount detaches it even while busy.
+pub fn unmount(target: &Path, lazy: bool) -> Result<(), ServeError> {
+    let flags = if lazy {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
+    nix::mount::umount2(target, flags).map_err(|e| ServeError::io("umount", target, e.into()))
+}
+
+// FIFREEZE and FITHAW: _IOWR('X', 119, int) and _IOWR('X', 120, int)
+// from <linux/fs.h>; FITRIM: _IOWR('X', 121, struct fstrim_range).
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+const FITRIM: libc::c_ulong = 0xC018_5879;
+
+/// A frozen filesystem; dropping it thaws the filesystem.
+pub struct Frozen {
+    dir: File,
+    target: PathBuf,
+}
+
+/// Freezes the filesystem mounted at `target`: all dirty data reaches the
+/// device and new writes block until the thaw.
+pub fn freeze(target: &Path) -> Result<Frozen, ServeError> {
+    let dir = File::open(target).map_err(|e| ServeError::io("open", target, e))?;
+    let mut arg: libc::c_int = 0;
+    // SAFETY: FIFREEZE ignores its int argument, which is a live local.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE, &mut arg) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ServeError::io("freeze", target, e));
+    }
+    Ok(Frozen {
+        dir,
+        target: target.to_path_buf(),
+    })
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let mut arg: libc::c_int = 0;
+        // SAFETY: FITHAW ignores its int argument, which is a live local.
+        let rc = unsafe { libc::ioctl(self.dir.as_raw_fd(), FITHAW, &mut arg) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::error!(target = %self.target.display(), error = %e, "thaw failed");
+        }
+    }
+}
+
+/// `struct fstrim_range` from <linux/fs.h>, 24 bytes.
+#[repr(C)]
+struct FstrimRange {
+    start: u64,
+    len: u64,
+    minlen: u64,
+}
+
+/// Discards the free blocks of the filesystem at `target` (like fstrim)
+/// and returns the bytes the filesystem reported as trimmed.
+pub fn trim(target: &Path) -> Result<u64, ServeError> {
+    let dir = File::open(target).map_err(|e| ServeError::io("open", target, e))?;
+    let mut range = FstrimRange {
+        start: 0,
+        len: u64::MAX,
+        minlen: 0,
+    };
+    // SAFETY: FITRIM reads and updates a `struct fstrim_range`, which
+    // `range` matches and which outlives the call.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FITRIM, &mut range) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ServeError::io("trim", target, e));
+    }
+    Ok(range.len)
+}
+
+/// Grows the mounted filesystem to fill its device.
+pub fn grow(device: &Path, target: &Path, fs: FsType) -> Result<(), ServeError> {
+    let mut command = match fs {
+        FsType::Ext4 => {
+            let mut c = Command::new("resize2fs");
+            c.arg(device);
+            c
+        }
+        FsType::Xfs => {
+            let mut c = Command::new("xfs_growfs");
+            c.arg(target);
+            c
+        }
+    };
+    run(&mut command)
+}
+
+/// Returns the usage of the filesystem mounted at `target`.
+pub fn usage(target: &Path) -> Result<FsUsage, ServeError> {
+    let stat = nix::sys::statvfs::statvfs(target)
+        .map_err(|e| ServeError::io("statvfs", target, e.into()))?;
+    Ok(FsUsage {
+        block_size: stat.fragment_size(),
+        blocks: stat.blocks(),
+        blocks_free: stat.blocks_free(),
+        blocks_available: stat.blocks_available(),
+        inodes: stat.files(),
+        inodes_free: stat.files_free(),
+    })
+}
+
+fn run(command: &mut Command) -> Result<(), ServeError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    tracing::debug!(?command, "running");
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ServeError::io("run", program.clone(), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: String = stderr
+        .trim()
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" / ");
+    Err(ServeError::Tool {
+        program,
+        status: output.status.to_string(),
+        stderr: tail,
+    })
+}
