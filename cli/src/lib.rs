@@ -1,2 +1,6 @@
 //! Shared pieces of the `lamina` and `lamctl` command-line tools: argument
 //! types, output formatting and exit codes.
+
+pub mod exit;
+pub mod lamctl;
+pub mod lamina;

@@ -1,0 +1,6 @@
+//! The `lamina` verbs, one module per verb: each parses its arguments and
+//! calls the engine.
+
+pub mod list;
+pub mod mount;
+pub mod umount;
