@@ -7,6 +7,9 @@
 //! parent makes them durable. [`MemStorage::crash`] returns a storage that
 //! holds only the durable state, as a machine would after power loss.
 //!
+//! [`MemStorage::crash_keeping`] lets chosen unsynced changes survive as
+//! well, to model writeback that happened before the crash.
+//!
 //! [`MemStorage::fail_after`] stops the storage after a number of
 //! mutating calls (writes, length changes, punches, syncs, creates,
 //! renames, removes): that call and every later call, reads included,
@@ -111,10 +114,56 @@ enum Entry {
     Dir,
 }
 
+/// A change to a file's content that no sync has made durable yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// `write_at` of `data` at `offset`.
+    Write {
+        /// Start of the write.
+        offset: u64,
+        /// The bytes written.
+        data: Vec<u8>,
+    },
+    /// `set_len`.
+    SetLen {
+        /// The new length.
+        len: u64,
+    },
+    /// `punch_hole` of `[offset, offset + len)`.
+    Punch {
+        /// Start of the hole.
+        offset: u64,
+        /// Length of the hole.
+        len: u64,
+    },
+}
+
+impl Pending {
+    fn apply(&self, content: &mut Content) {
+        match self {
+            // The write succeeded once, so its range is valid.
+            Pending::Write { offset, data } => {
+                let _ = content.write(data, *offset);
+            }
+            Pending::SetLen { len } => content.set_len(*len),
+            Pending::Punch { offset, len } => content.zero(*offset, offset + len),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Inode {
     volatile: Content,
     durable: Content,
+    /// Changes since the last sync, oldest first.
+    pending: Vec<Pending>,
+}
+
+impl Inode {
+    fn record(&mut self, change: Pending) {
+        change.apply(&mut self.volatile);
+        self.pending.push(change);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -215,15 +264,38 @@ impl MemStorage {
     /// content and synced directory entries. Locks are gone and no fault
     /// is armed. This storage is left unchanged.
     pub fn crash(&self) -> MemStorage {
+        self.crash_keeping(|_, _| false)
+    }
+
+    /// Like [`MemStorage::crash`], but unsynced changes for which `keep`
+    /// returns true survive too, applied in their original order, as if
+    /// the kernel had written them back before the power loss. `keep`
+    /// gets the file's current path (`None` once removed) and the change.
+    /// Keeping only metadata writes, for example, finds code that writes
+    /// a BAT entry before syncing the data it points to.
+    pub fn crash_keeping(&self, keep: impl Fn(Option<&Path>, &Pending) -> bool) -> MemStorage {
         let state = self.lock();
+        let paths: HashMap<u64, &Path> = state
+            .volatile
+            .iter()
+            .filter_map(|(path, entry)| match entry {
+                Entry::File(id) => Some((*id, path.as_path())),
+                Entry::Dir => None,
+            })
+            .collect();
         let inodes = state
             .inodes
             .iter()
             .map(|(id, inode)| {
-                let content = inode.durable.clone();
+                let mut content = inode.durable.clone();
+                let path = paths.get(id).copied();
+                for change in inode.pending.iter().filter(|c| keep(path, c)) {
+                    change.apply(&mut content);
+                }
                 let inode = Inode {
                     volatile: content.clone(),
                     durable: content,
+                    pending: Vec::new(),
                 };
                 (*id, inode)
             })
@@ -251,6 +323,7 @@ impl MemStorage {
                 let inode = Inode {
                     volatile: content.clone(),
                     durable: content,
+                    pending: Vec::new(),
                 };
                 (*id, inode)
             })
@@ -507,12 +580,22 @@ impl StorageFile for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with(true, |inode| inode.volatile.write(buf, offset))
+        offset
+            .checked_add(buf.len() as u64)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        self.with(true, |inode| {
+            inode.record(Pending::Write {
+                offset,
+                data: buf.to_vec(),
+            });
+            Ok(())
+        })
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.with(true, |inode| {
             inode.durable = inode.volatile.clone();
+            inode.pending.clear();
             Ok(())
         })
     }
@@ -523,7 +606,7 @@ impl StorageFile for MemFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(true, |inode| {
-            inode.volatile.set_len(len);
+            inode.record(Pending::SetLen { len });
             Ok(())
         })
     }
@@ -533,9 +616,9 @@ impl StorageFile for MemFile {
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        let end = offset.checked_add(len).ok_or(io::ErrorKind::InvalidInput)?;
+        offset.checked_add(len).ok_or(io::ErrorKind::InvalidInput)?;
         self.with(true, |inode| {
-            inode.volatile.zero(offset, end);
+            inode.record(Pending::Punch { offset, len });
             Ok(())
         })
     }
