@@ -9,6 +9,7 @@ pub mod config;
 pub mod create;
 pub mod ctid;
 pub mod error;
+pub mod exec;
 pub mod instance;
 pub mod layout;
 pub mod lifecycle;

@@ -1,0 +1,104 @@
+//! `lamctl list`: vzlist.
+
+use lamina_engine::container::ContainerError;
+use lamina_engine::container::ctid::Ctid;
+use lamina_engine::container::layout::Layout;
+use lamina_engine::container::list::{self, DEFAULT_FIELDS, Filter};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// List every container, running or not.
+    #[arg(short = 'a', long = "all", conflicts_with = "stopped")]
+    all: bool,
+    /// List only containers that are not running.
+    #[arg(short = 'S', long = "stopped")]
+    stopped: bool,
+    /// Show the NAME column instead of HOSTNAME.
+    #[arg(short = 'n', long = "name")]
+    name: bool,
+    /// Print no header line.
+    #[arg(short = 'H', long = "no-header")]
+    no_header: bool,
+    /// Do not cut long values to the column width.
+    #[arg(short = 't', long = "no-trim")]
+    no_trim: bool,
+    /// Print JSON: an array of objects, null for unset values.
+    #[arg(short = 'j', long = "json")]
+    json: bool,
+    /// Comma-separated fields to show (see -L).
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+    /// Print only CTIDs without a header (same as -H -o ctid).
+    #[arg(short = '1')]
+    only_ctid: bool,
+    /// Sort by a field; a leading '-' reverses.
+    #[arg(short = 's', long = "sort", allow_hyphen_values = true)]
+    sort: Option<String>,
+    /// List the field names and headers.
+    #[arg(short = 'L', long = "list")]
+    list_fields: bool,
+    /// Show only these containers.
+    ctids: Vec<String>,
+}
+
+pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
+    if args.list_fields {
+        print!("{}", list::field_listing());
+        return Ok(0);
+    }
+    let filter = match (args.all, args.stopped) {
+        (true, _) => Filter::All,
+        (_, true) => Filter::Stopped,
+        _ => Filter::Running,
+    };
+    let mut only = Vec::new();
+    for text in &args.ctids {
+        match Ctid::parse(text) {
+            Ok(ctid) => only.push(ctid),
+            Err(err) => eprintln!("{err}; skipped"),
+        }
+    }
+    if !args.ctids.is_empty() && only.is_empty() {
+        return Ok(0);
+    }
+    let fields_text = match (&args.output, args.only_ctid, args.name) {
+        (Some(list), _, _) => list.clone(),
+        (None, true, _) => "ctid".to_string(),
+        (None, false, true) => DEFAULT_FIELDS.replace("hostname", "name"),
+        (None, false, false) if args.json => all_field_names(),
+        (None, false, false) => DEFAULT_FIELDS.to_string(),
+    };
+    let fields = list::parse_fields(&fields_text)?;
+
+    let mut rows = list::collect(layout, filter, &only)?;
+    if let Some(spec) = &args.sort {
+        let (name, reverse) = spec
+            .strip_prefix('-')
+            .map_or((spec.as_str(), false), |n| (n, true));
+        let field = list::parse_fields(name)?[0];
+        list::sort(&mut rows, field, reverse);
+    }
+
+    if args.json {
+        let json = list::format_json(&rows, &fields);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
+    } else {
+        let header = !args.no_header && !args.only_ctid;
+        print!(
+            "{}",
+            list::format_table(&rows, &fields, header, !args.no_trim)
+        );
+    }
+    Ok(0)
+}
+
+fn all_field_names() -> String {
+    list::FIELDS
+        .iter()
+        .map(|f| f.name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
