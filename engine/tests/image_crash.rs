@@ -35,7 +35,10 @@ fn read(disk: &Disk, offset: u64, len: usize) -> Vec<u8> {
 }
 
 /// Which unsynced changes survive a simulated crash.
-const WRITEBACK: [(&str, fn(Option<&Path>, &Pending) -> bool); 5] = [
+/// Decides whether an unsynced change survives the crash.
+type Keep = fn(Option<&Path>, &Pending) -> bool;
+
+const WRITEBACK: [(&str, Keep); 5] = [
     ("none", |_, _| false),
     ("all", |_, _| true),
     ("metadata only", |_, change| is_metadata(change)),
@@ -235,16 +238,13 @@ fn crash_during_grow() {
 
 #[test]
 fn crash_during_discard_and_compact() {
-    let base = base_with(
-        64 * MIB,
-        &[(0, &[7u8; 3 * MIB as usize]), (10 * MIB, b"tail")],
-    );
+    let base = base_with(64 * MIB, &[(0, &[7u8; 3 << 20]), (10 * MIB, b"tail")]);
     let op = |s: &MemStorage| -> bool {
         let Ok(disk) = open(s, Access::ReadWrite) else {
             return false;
         };
         let ok = disk.discard(MIB, MIB).is_ok()
-            && disk.write_at(&vec![0u8; MIB as usize], 2 * MIB).is_ok()
+            && disk.write_at(&vec![0u8; 1 << 20], 2 * MIB).is_ok()
             && disk.compact().is_ok();
         ok && disk.close().is_ok()
     };

@@ -190,7 +190,7 @@ fn compact_returns_zero_clusters() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = new_disk(tmp.path(), 64 * MIB, MIB);
     let disk = Disk::open(&dir, Access::ReadWrite).unwrap();
-    disk.write_at(&vec![0u8; 8 * MIB as usize], 0).unwrap();
+    disk.write_at(&vec![0u8; 8 << 20], 0).unwrap();
     disk.write_at(b"keep", 10 * MIB).unwrap();
     disk.flush().unwrap();
     assert_eq!(disk.info().deltas[0].allocated_clusters, 9);
@@ -210,5 +210,5 @@ fn compact_returns_zero_clusters() {
     let mut after = [0u8; 5];
     disk.read_at(&mut after, 20 * MIB).unwrap();
     assert_eq!(&after, b"after");
-    assert_zero(&disk, 0, 8 * MIB as usize);
+    assert_zero(&disk, 0, 8 << 20);
 }

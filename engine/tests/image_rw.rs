@@ -40,7 +40,7 @@ fn read_all(disk: &Disk) -> Vec<u8> {
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
+        .map(|i| seed.wrapping_add(u8::try_from(i % 251).unwrap()))
         .collect()
 }
 
@@ -72,7 +72,7 @@ fn random_io_matches_flat_model() {
             }
             2 => disk.flush().unwrap(),
             _ => {
-                let data = pattern(end - start, (round % 256) as u8);
+                let data = pattern(end - start, round.to_le_bytes()[0]);
                 disk.write_at(&data, offset).unwrap();
                 model[start..end].copy_from_slice(&data);
             }
@@ -383,7 +383,7 @@ fn raw_export_matches_qemu_compare() {
             disk.zero_range(offset, len as u64).unwrap();
             raw.write_all_at(&vec![0u8; len], offset).unwrap();
         } else {
-            let data = pattern(len, (round % 256) as u8);
+            let data = pattern(len, round.to_le_bytes()[0]);
             disk.write_at(&data, offset).unwrap();
             raw.write_all_at(&data, offset).unwrap();
         }
