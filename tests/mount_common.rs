@@ -133,3 +133,105 @@ pub fn leftovers(needle: &str) -> Vec<String> {
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Builds `len` bytes that differ per seed and per 512-byte sector, so
+/// that a payload written at the wrong offset or by the wrong request
+/// shows up on compare.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let sector = (i / 512) as u8;
+            seed.wrapping_mul(31)
+                .wrapping_add(sector)
+                .wrapping_add((i % 251) as u8)
+        })
+        .collect()
+}
+
+/// One dd writer of case C1: a pattern file written at a byte offset.
+pub struct DirectWrite {
+    pub seed: u8,
+    pub block: &'static str,
+    pub offset: u64,
+    pub file: PathBuf,
+}
+
+/// Runs all writes at once, each with `dd oflag=direct`, and waits.
+pub fn write_all_at_once(writes: &[DirectWrite], scratch: &Path) {
+    let mut children = Vec::new();
+    for write in writes {
+        let input = scratch.join(format!("pattern-{}", write.seed));
+        std::fs::write(&input, pattern(write.seed, 4 * MIB as usize)).expect("write pattern");
+        let child = Command::new("dd")
+            .arg(format!("if={}", input.display()))
+            .arg(format!("of={}", write.file.display()))
+            .arg(format!("bs={}", write.block))
+            .arg(format!("seek={}", write.offset))
+            .args([
+                "oflag=direct,seek_bytes",
+                "conv=notrunc,fsync",
+                "status=none",
+            ])
+            .spawn()
+            .expect("start dd");
+        children.push(child);
+    }
+    for mut child in children {
+        assert!(child.wait().expect("wait dd").success(), "dd failed");
+    }
+}
+
+/// Reads 4 MiB at each write's offset with `dd iflag=direct` and checks
+/// every byte.
+pub fn verify_direct(writes: &[DirectWrite]) {
+    for write in writes {
+        let output = Command::new("dd")
+            .arg(format!("if={}", write.file.display()))
+            .arg(format!("skip={}", write.offset))
+            .args(["bs=1M", "count=4", "iflag=direct,skip_bytes", "status=none"])
+            .output()
+            .expect("run dd");
+        assert!(output.status.success(), "dd read: {}", stderr_of(&output));
+        let expected = pattern(write.seed, 4 * MIB as usize);
+        assert_eq!(
+            output.stdout.len(),
+            expected.len(),
+            "short read of {}",
+            write.file.display()
+        );
+        let first_bad = output
+            .stdout
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b);
+        assert_eq!(
+            first_bad, None,
+            "seed {} bs={} at offset {} differs at byte",
+            write.seed, write.block, write.offset
+        );
+    }
+}
+
+/// Runs `e2fsck -fn` on the unmounted disk, attached read-only in process.
+pub fn fsck(home: &Home, disk: &Path) {
+    use lamina_engine::image::Access;
+    use std::sync::Arc;
+
+    let opened = Disk::open(disk, Access::ReadOnly).expect("open disk for fsck");
+    let backend: Arc<dyn serve::BlockBackend> = Arc::new(opened);
+    let export = home.path().join("fsck-export");
+    let attachment = serve::Attachment::attach(backend, &export, true).expect("attach for fsck");
+    let device = attachment.device().to_str().unwrap().to_string();
+    let output = Command::new("e2fsck")
+        .args(["-fn", &device])
+        .output()
+        .expect("e2fsck");
+    attachment
+        .detach(std::time::Duration::from_secs(10))
+        .expect("detach after fsck");
+    assert!(
+        output.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
