@@ -12,6 +12,7 @@ use super::ctid::Ctid;
 use super::error::{ContainerError, Stage};
 use super::resources::Resources;
 use crate::error::ErrorKind;
+use crate::{image, serve};
 
 /// The cluster size of container images: 1 MiB, the engine's default.
 pub const CLUSTER_SIZE: u64 = 1 << 20;
@@ -80,17 +81,17 @@ fn unavailable(stage: Stage, what: &str) -> ContainerError {
 
 /// Creates an empty image of `size` bytes (rounded up to whole clusters).
 pub fn create_disk(disk: &Path, size: u64) -> Result<(), ContainerError> {
-    let _ = (disk, size.div_ceil(CLUSTER_SIZE));
-    Err(unavailable(Stage::ImageCreate, "image creation"))
+    let opts = image::CreateOptions {
+        size: size.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE,
+        cluster_size: CLUSTER_SIZE,
+    };
+    image::Disk::create(disk, &opts).map_err(ContainerError::backend(Stage::ImageCreate))
 }
 
 /// Builds an ext4 filesystem with at least `inodes` inodes on the image.
 pub fn mkfs(disk: &Path, inodes: Option<u64>) -> Result<(), ContainerError> {
-    let _ = (disk, inodes);
-    Err(unavailable(
-        Stage::ImageCreate,
-        "mkfs through the image server",
-    ))
+    serve::mkfs(disk, serve::FsType::Ext4, inodes)
+        .map_err(ContainerError::backend(Stage::ImageCreate))
 }
 
 /// Mounts the image (or a snapshot of it, read-only) at the target.
@@ -100,25 +101,36 @@ pub fn mount(request: &MountRequest<'_>) -> Result<(), ContainerError> {
     } else {
         Stage::Mount
     };
-    Err(unavailable(stage, "the image server"))
+    let opts = serve::MountOptions {
+        read_only: request.snapshot.is_some(),
+        snapshot: request.snapshot.map(|id| id.to_string()),
+        fs_options: None,
+    };
+    serve::mount(request.disk, request.target, &opts).map_err(ContainerError::backend(stage))?;
+    Ok(())
 }
 
 /// Unmounts what is mounted at `target` and stops its server.
 pub fn umount(target: &Path, force: bool) -> Result<(), ContainerError> {
-    let _ = (target, force);
-    Err(unavailable(Stage::Umount, "the image server"))
+    serve::umount(target, force).map_err(ContainerError::backend(Stage::Umount))
 }
 
 /// Returns where the image is mounted, if its server runs.
 pub fn mounted_at(disk: &Path) -> Option<PathBuf> {
-    let _ = disk;
-    None
+    let mounts = serve::list().ok()?;
+    let disk = disk.canonicalize().ok()?;
+    mounts
+        .into_iter()
+        .find(|m| m.disk == disk && m.snapshot.is_none() && m.running)
+        .map(|m| m.target)
 }
 
 /// Grows the mounted image and its filesystem to `size` bytes.
 pub fn grow(disk: &Path, size: u64) -> Result<(), ContainerError> {
-    let _ = (disk, size);
-    Err(unavailable(Stage::Resize, "online grow"))
+    let size = size.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE;
+    serve::control(disk, serve::ControlRequest::Grow { size })
+        .map_err(ContainerError::backend(Stage::Resize))?;
+    Ok(())
 }
 
 /// Takes a snapshot; through the server when the image is mounted.
@@ -127,14 +139,100 @@ pub fn snapshot(
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<Uuid, ContainerError> {
-    let _ = (disk, name, description);
-    Err(unavailable(Stage::SnapshotCreate, "snapshots"))
+    let to_err = ContainerError::backend::<serve::ServeError>(Stage::SnapshotCreate);
+    if mounted_at(disk).is_some() {
+        let request = serve::ControlRequest::Snapshot {
+            name: name.map(str::to_string),
+            description: description.map(str::to_string),
+        };
+        return match serve::control(disk, request).map_err(to_err)? {
+            serve::ControlResponse::Snapshot { uuid, .. } => Ok(uuid),
+            other => Err(unexpected(Stage::SnapshotCreate, &other)),
+        };
+    }
+    let image_err = ContainerError::backend::<image::ImageError>(Stage::SnapshotCreate);
+    let opened = image::Disk::open(disk, image::Access::ReadWrite).map_err(image_err)?;
+    let uuid = opened
+        .snapshot(name, description)
+        .map_err(ContainerError::backend(Stage::SnapshotCreate))?;
+    opened
+        .close()
+        .map_err(ContainerError::backend(Stage::SnapshotCreate))?;
+    Ok(uuid)
+}
+
+fn unexpected(stage: Stage, response: &serve::ControlResponse) -> ContainerError {
+    ContainerError::Backend {
+        stage,
+        kind: ErrorKind::Io,
+        message: format!("unexpected reply from the image server: {response:?}"),
+    }
 }
 
 /// Lists the snapshots of the image.
 pub fn snapshots(disk: &Path) -> Result<Vec<SnapshotEntry>, ContainerError> {
-    let _ = disk;
-    Err(unavailable(Stage::SnapshotList, "snapshot listing"))
+    if mounted_at(disk).is_some() {
+        let response = serve::control(disk, serve::ControlRequest::SnapshotList)
+            .map_err(ContainerError::backend(Stage::SnapshotList))?;
+        let serve::ControlResponse::Snapshots { snapshots } = response else {
+            return Err(unexpected(Stage::SnapshotList, &response));
+        };
+        return parse_snapshot_json(&snapshots);
+    }
+    let opened = image::Disk::open(disk, image::Access::ReadOnly)
+        .map_err(ContainerError::backend(Stage::SnapshotList))?;
+    let infos = opened.snapshots();
+    opened
+        .close()
+        .map_err(ContainerError::backend(Stage::SnapshotList))?;
+    Ok(infos.into_iter().map(entry_of).collect())
+}
+
+fn entry_of(info: image::SnapshotInfo) -> SnapshotEntry {
+    SnapshotEntry {
+        uuid: info.uuid,
+        parent: info.parent,
+        current: info.current,
+        created: info.created,
+        name: info.name,
+        description: info.description,
+    }
+}
+
+/// Reads the server's snapshot list, which carries the engine's
+/// `SnapshotInfo` records as JSON.
+fn parse_snapshot_json(value: &serde_json::Value) -> Result<Vec<SnapshotEntry>, ContainerError> {
+    let bad = || unexpected_json(value);
+    let items = value.as_array().ok_or_else(bad)?;
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let uuid_of = |key: &str| {
+            item.get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
+        let text_of = |key: &str| item.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        entries.push(SnapshotEntry {
+            uuid: uuid_of("uuid").ok_or_else(bad)?,
+            parent: uuid_of("parent"),
+            current: item
+                .get("current")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            created: item.get("created").and_then(|v| v.as_u64()).unwrap_or(0),
+            name: text_of("name"),
+            description: text_of("description"),
+        });
+    }
+    Ok(entries)
+}
+
+fn unexpected_json(value: &serde_json::Value) -> ContainerError {
+    ContainerError::Backend {
+        stage: Stage::SnapshotList,
+        kind: ErrorKind::Corrupt,
+        message: format!("unexpected snapshot list from the image server: {value}"),
+    }
 }
 
 /// Deletes snapshot `id`, merging its data into its child.
