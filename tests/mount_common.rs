@@ -29,13 +29,20 @@ impl Home {
 
     /// Creates a disk of `size` bytes with an ext4 filesystem.
     pub fn disk(&self, name: &str, size: u64) -> PathBuf {
+        self.disk_with(name, size, Some(FsType::Ext4))
+    }
+
+    /// Creates a disk of `size` bytes with filesystem `fs`, or none.
+    pub fn disk_with(&self, name: &str, size: u64, fs: Option<FsType>) -> PathBuf {
         let disk = self.path().join(name);
         let opts = CreateOptions {
             size,
             ..CreateOptions::default()
         };
         Disk::create(&disk, &opts).expect("create disk");
-        with_home(self.path(), || serve::mkfs(&disk, FsType::Ext4, None)).expect("mkfs");
+        if let Some(fs) = fs {
+            with_home(self.path(), || serve::mkfs(&disk, fs, None)).expect("mkfs");
+        }
         disk
     }
 
@@ -234,4 +241,26 @@ pub fn fsck(home: &Home, disk: &Path) {
         "e2fsck -fn: {}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// Tells whether this process has CAP_SYS_RESOURCE, which the kernel
+/// requires for online ext4 resize (EXT4_IOC_RESIZE_FS).
+pub fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff line")
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).expect("CapEff value");
+    caps & (1 << CAP_SYS_RESOURCE) != 0
+}
+
+/// Returns the size of a block device in bytes.
+pub fn device_size(device: &Path) -> u64 {
+    run("blockdev", &["--getsize64", device.to_str().unwrap()])
+        .trim()
+        .parse()
+        .expect("blockdev size")
 }
