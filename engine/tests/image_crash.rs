@@ -1,7 +1,7 @@
-//! Crash consistency on the fault-injecting `MemStorage`: each operation
-//! is cut after every possible number of storage calls, the unsynced state
-//! is dropped, and the reopened disk must hold the state before or after
-//! the operation (after, once the operation returned success).
+//! Crash consistency on the fault-injecting `MemStorage`. Each operation
+//! is cut after every possible number of storage calls and the unsynced
+//! state is dropped. The reopened disk must contain the state before or
+//! after the operation, and the state after once the operation succeeded.
 
 use std::path::Path;
 
@@ -58,8 +58,8 @@ fn offset_of(change: &Pending) -> u64 {
     }
 }
 
-/// Whether a change touches the header, the BAT or the descriptor: below
-/// the first data cluster at 1 MiB (the disks here have small BATs).
+/// Returns whether a change touches the header, the BAT or the
+/// descriptor, which all lie below the first data cluster at 1 MiB here.
 fn is_metadata(change: &Pending) -> bool {
     match change {
         Pending::Write { offset, .. } | Pending::Punch { offset, .. } => *offset < MIB,

@@ -166,7 +166,7 @@ fn copy_on_write_keeps_snapshot_data() {
         "only the written cluster is copied up"
     );
 
-    // The snapshot view sees the old data while the disk is open.
+    // The snapshot view reads the old data while the disk is open.
     let view = Disk::open_snapshot(&dir, "base").unwrap();
     view.read_at(&mut got, 0).unwrap();
     assert_same(&got, &old, "snapshot view");

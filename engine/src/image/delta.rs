@@ -10,7 +10,7 @@ use lamina_format::{BAT_PAGE_SIZE, BatEntry, ENTRIES_PER_PAGE, EntryChecker, For
 use super::error::ImageError;
 use super::io::{OpenMode, Storage, StorageFile};
 
-/// What [`DeltaFile::scan`] does with an entry that points past the end
+/// Policy of [`DeltaFile::scan`] for an entry that points past the end
 /// of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PastEof {
@@ -21,7 +21,7 @@ pub enum PastEof {
     Drop,
 }
 
-/// What a BAT scan found besides the entries.
+/// Summary of a BAT scan.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     /// Number of allocated entries.
@@ -103,12 +103,12 @@ impl DeltaFile {
         })
     }
 
-    /// The file's path.
+    /// Returns the file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The open file.
+    /// Returns the open file.
     pub fn file(&self) -> &Arc<dyn StorageFile> {
         &self.file
     }
@@ -144,7 +144,7 @@ impl DeltaFile {
         self.file.sync_data().map_err(|e| self.io_error("sync", e))
     }
 
-    /// The file length in bytes.
+    /// Returns the file length in bytes.
     pub fn file_len(&self) -> Result<u64, ImageError> {
         self.file.len().map_err(|e| self.io_error("stat", e))
     }
@@ -270,5 +270,110 @@ impl DeltaFile {
             self.write_raw_page(page, raw)?;
         }
         self.file.sync_data().map_err(|e| self.io_error("sync", e))
+    }
+}
+
+impl DeltaFile {
+    /// Returns the first physical cluster past the end of the file (and
+    /// past the metadata), where the next cluster can be appended.
+    pub fn next_free_cluster(&self) -> Result<u64, ImageError> {
+        let cluster_size = self.cluster_size();
+        let end = self.file_len()?.div_ceil(cluster_size);
+        Ok(end.max(self.header.data_offset / cluster_size))
+    }
+
+    /// Reads `buf.len()` bytes from the start of a physical cluster.
+    pub fn read_cluster(&self, physical: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        self.file
+            .read_at(buf, self.cluster_offset(physical))
+            .map_err(|e| self.io_error("read", e))
+    }
+
+    /// Writes `data` at the start of a physical cluster. Does not sync.
+    pub fn write_cluster(&self, physical: u64, data: &[u8]) -> Result<(), ImageError> {
+        self.file
+            .write_at(data, self.cluster_offset(physical))
+            .map_err(|e| self.io_error("write", e))
+    }
+
+    /// Makes written data durable (fdatasync).
+    pub fn sync(&self) -> Result<(), ImageError> {
+        self.file.sync_data().map_err(|e| self.io_error("sync", e))
+    }
+
+    /// Loads the whole BAT into a [`BatTable`], validated like
+    /// [`DeltaFile::scan`] does.
+    pub fn load_bat(&self, past_eof: PastEof) -> Result<(BatTable, ScanReport), ImageError> {
+        let mut table = BatTable::default();
+        let report = self.scan(past_eof, |cluster, entry| {
+            table.set_clean(cluster, entry);
+        })?;
+        Ok((table, report))
+    }
+}
+
+/// An in-memory copy of one delta's BAT for offline operations. It keeps
+/// only pages with entries and tracks which pages changed.
+#[derive(Debug, Default, Clone)]
+pub struct BatTable {
+    pages: std::collections::BTreeMap<u64, [u64; ENTRIES_PER_PAGE]>,
+    dirty: std::collections::BTreeSet<u64>,
+}
+
+impl BatTable {
+    /// Returns the entry of a virtual cluster.
+    pub fn get(&self, cluster: u64) -> BatEntry {
+        let (page, slot) = bat::page_and_slot(cluster);
+        self.pages
+            .get(&page)
+            .and_then(|raw| BatEntry::decode(raw[slot]))
+            .unwrap_or(BatEntry::Absent)
+    }
+
+    /// Sets the entry of a virtual cluster and marks its page changed.
+    pub fn set(&mut self, cluster: u64, entry: BatEntry) {
+        let (page, _) = bat::page_and_slot(cluster);
+        self.set_clean(cluster, entry);
+        self.dirty.insert(page);
+    }
+
+    fn set_clean(&mut self, cluster: u64, entry: BatEntry) {
+        let (page, slot) = bat::page_and_slot(cluster);
+        let raw = self.pages.entry(page).or_insert([0; ENTRIES_PER_PAGE]);
+        raw[slot] = entry.encode();
+    }
+
+    /// Returns every non-absent `(virtual cluster, entry)` in cluster order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, BatEntry)> + '_ {
+        self.pages.iter().flat_map(|(page, raw)| {
+            let first = page * ENTRIES_PER_PAGE as u64;
+            raw.iter().enumerate().filter_map(move |(slot, value)| {
+                let entry = BatEntry::decode(*value)?;
+                (entry != BatEntry::Absent).then_some((first + slot as u64, entry))
+            })
+        })
+    }
+
+    /// Returns the number of allocated entries.
+    pub fn allocated(&self) -> u64 {
+        let allocated = self
+            .entries()
+            .filter(|(_, e)| matches!(e, BatEntry::Allocated(_)))
+            .count();
+        allocated as u64
+    }
+
+    /// Writes the changed pages to `delta` without syncing, and forgets
+    /// that they changed. Sync the data they point to before this.
+    pub fn write_dirty(&mut self, delta: &DeltaFile) -> Result<(), ImageError> {
+        for page in std::mem::take(&mut self.dirty) {
+            let raw = self
+                .pages
+                .get(&page)
+                .copied()
+                .unwrap_or([0; ENTRIES_PER_PAGE]);
+            delta.write_raw_page(page, raw)?;
+        }
+        Ok(())
     }
 }

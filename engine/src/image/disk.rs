@@ -35,7 +35,7 @@ impl Default for CreateOptions {
     }
 }
 
-/// How [`Disk::open`] opens the chain.
+/// Access mode of [`Disk::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Shared lock; no writes.
@@ -51,7 +51,7 @@ pub struct DeltaInfo {
     pub uuid: Uuid,
     /// Its file name in the disk directory.
     pub file: String,
-    /// Number of clusters it holds data for.
+    /// Number of clusters with data in this delta.
     pub allocated_clusters: u64,
     /// `allocated_clusters` times the cluster size.
     pub allocated_bytes: u64,
@@ -112,7 +112,7 @@ pub struct Disk {
     closed: AtomicBool,
 }
 
-/// Everything snapshot and grow replace; I/O holds it shared.
+/// Everything snapshot and grow replace. I/O takes it shared.
 #[derive(Debug)]
 pub(super) struct State {
     pub descriptor: Descriptor,
@@ -156,7 +156,7 @@ pub(super) struct ClusterGuard<'a> {
 }
 
 impl ClusterLocks {
-    /// Waits until no one holds `cluster`, then holds it.
+    /// Waits until no one has locked `cluster`, then locks it.
     pub fn lock(&self, cluster: u64) -> ClusterGuard<'_> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         while held.contains(&cluster) {
@@ -180,7 +180,7 @@ impl Drop for ClusterGuard<'_> {
 }
 
 impl State {
-    /// The top layer.
+    /// Returns the top layer.
     pub fn top(&self) -> &Layer {
         // A chain always has at least one delta.
         &self.chain[self.chain.len() - 1]
@@ -216,7 +216,7 @@ impl Writer {
     }
 }
 
-/// Which chain [`Disk::open_with`] opens.
+/// The chain [`Disk::open_view`] opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
     Top(Access),
@@ -334,7 +334,7 @@ impl Disk {
         self.read_state().cluster_size()
     }
 
-    /// The disk directory.
+    /// Returns the disk directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -368,8 +368,8 @@ impl Disk {
         }
     }
 
-    /// Every node of the snapshot tree, as the descriptor stood when the
-    /// disk was opened or last changed through this handle.
+    /// Lists every node of the snapshot tree, from the descriptor as it was
+    /// when the disk was opened or last changed through this handle.
     pub fn snapshots(&self) -> Vec<SnapshotInfo> {
         let state = self.read_state();
         snapshot_infos(&state.descriptor)
@@ -540,16 +540,7 @@ fn take_lock(
         View::Top(Access::ReadOnly) => LockMode::Shared,
         View::Snapshot(_) => return Ok(None),
     };
-    // A missing directory is reported as a missing disk, not a lock error.
-    store::load_descriptor(storage, dir)?;
-    let path = dir.join(LOCK_FILE);
-    match storage.try_lock(&path, mode) {
-        Ok(Some(guard)) => Ok(Some(guard)),
-        Ok(None) => Err(ImageError::Busy {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(ImageError::io("lock", &path, e)),
-    }
+    store::lock_disk(storage, dir, mode).map(Some)
 }
 
 /// Opens every delta of the chain and checks that the headers agree with

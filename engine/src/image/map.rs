@@ -1,5 +1,5 @@
 //! The merged cluster map of an open chain: for each virtual cluster, the
-//! top-most delta that holds an entry for it and that entry.
+//! top-most delta with a non-absent entry for it, and that entry.
 //!
 //! The map is paged like the BAT (511 entries a page) and keeps only pages
 //! that hold at least one entry, so its memory and build time grow with
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use lamina_format::bat::page_and_slot;
 use lamina_format::{BatEntry, ENTRIES_PER_PAGE};
 
-/// Where a virtual cluster's data comes from.
+/// The source of a virtual cluster's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     /// Level of the delta holding the entry, 0 for the base.
@@ -128,7 +128,7 @@ impl ClusterMap {
     }
 
     /// Returns the raw BAT entries of page `page` as the delta at `level`
-    /// holds them: entries of other levels are absent.
+    /// stores them, with entries of other levels absent.
     pub fn level_page(&self, page: u64, level: u8) -> [u64; ENTRIES_PER_PAGE] {
         let pages = self.pages.read().unwrap_or_else(|e| e.into_inner());
         let mut raw = [0u64; ENTRIES_PER_PAGE];

@@ -229,7 +229,7 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
-    /// An empty storage with only the root directory.
+    /// Creates an empty storage with only the root directory.
     pub fn new() -> MemStorage {
         MemStorage::default()
     }
@@ -255,7 +255,7 @@ impl MemStorage {
         state.fail_at = Some(state.ops + n);
     }
 
-    /// Whether an injected fault has stopped the storage.
+    /// Returns whether an injected fault has stopped the storage.
     pub fn is_stopped(&self) -> bool {
         self.lock().stopped
     }

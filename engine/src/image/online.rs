@@ -1,6 +1,6 @@
 //! Operations on an open read-write disk that change the chain or the
-//! layout of the top: snapshot, grow and compact. Each holds the state
-//! exclusively, so concurrent I/O waits until it finishes.
+//! layout of the top: snapshot, grow and compact. Each takes the state
+//! lock exclusively, so concurrent I/O waits until it finishes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

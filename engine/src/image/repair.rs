@@ -9,7 +9,7 @@ use super::disk::Layer;
 use super::error::ImageError;
 use super::io::{OpenMode, Storage};
 
-/// Who may write while a delta marked in use is loaded.
+/// Repair policy for a delta marked in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RepairMode {
     /// Read-only open: ignore entries past the end in memory only.

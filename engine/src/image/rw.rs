@@ -99,8 +99,8 @@ impl Disk {
         Ok(())
     }
 
-    /// Writes `buf` at `offset`. A partial write to a cluster that only a
-    /// lower delta holds copies that cluster up into the top first.
+    /// Writes `buf` at `offset`. A partial write to a cluster whose data
+    /// is only in a lower delta first copies that cluster up into the top.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), ImageError> {
         self.check_writable()?;
         let state = self.read_state();
@@ -114,15 +114,15 @@ impl Disk {
     }
 
     /// Zeros a range. Whole clusters become zero entries, or absent when
-    /// no lower delta has an entry for them; partial clusters at the ends
+    /// no lower delta has an entry for them. Partial clusters at the ends
     /// are written with zeros unless they already read as zeros.
     pub fn zero_range(&self, offset: u64, len: u64) -> Result<(), ImageError> {
         self.clear_range(offset, len)
     }
 
-    /// Discards a range: whole clusters of the top are freed and their
-    /// space punched out of the file; the entry becomes absent, or zero
-    /// when a lower delta holds data. The range reads as zeros afterwards,
+    /// Discards a range. Whole clusters of the top are freed and their
+    /// space is punched out of the file. The entry becomes absent, or zero
+    /// when a lower delta has data for the cluster. The range reads as zeros afterwards,
     /// as `fallocate(PUNCH_HOLE)` requires, so partial clusters at the ends
     /// are zeroed like [`Disk::zero_range`] does.
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), ImageError> {

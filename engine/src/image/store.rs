@@ -6,7 +6,7 @@ use lamina_format::Descriptor;
 use lamina_format::descriptor::DESCRIPTOR_FILE;
 
 use super::error::ImageError;
-use super::io::{OpenMode, Storage};
+use super::io::{LockGuard, LockMode, OpenMode, Storage};
 
 /// Name of the lock file inside a disk directory.
 pub const LOCK_FILE: &str = "lock";
@@ -72,6 +72,35 @@ pub fn save_descriptor(
         .rename(&temp, &path)
         .map_err(|e| ImageError::io("rename", &temp, e))?;
     sync_dir(storage, dir)
+}
+
+/// Takes the disk's lock without waiting: exclusive for any change,
+/// shared for readers. Fails with [`ImageError::Busy`] when another holder
+/// conflicts, and with [`ImageError::DiskNotFound`] when `dir` holds no
+/// disk. Offline operations hold the exclusive lock while they run.
+pub fn lock_disk(
+    storage: &dyn Storage,
+    dir: &Path,
+    mode: LockMode,
+) -> Result<Box<dyn LockGuard>, ImageError> {
+    let descriptor = descriptor_path(dir);
+    if !storage
+        .exists(&descriptor)
+        .map_err(|e| ImageError::io("stat", &descriptor, e))?
+    {
+        return Err(ImageError::DiskNotFound {
+            dir: dir.to_path_buf(),
+            descriptor,
+        });
+    }
+    let path = dir.join(LOCK_FILE);
+    match storage.try_lock(&path, mode) {
+        Ok(Some(guard)) => Ok(guard),
+        Ok(None) => Err(ImageError::Busy {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(ImageError::io("lock", &path, e)),
+    }
 }
 
 /// Syncs a directory's entries.
