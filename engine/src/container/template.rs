@@ -176,8 +176,39 @@ impl Extractor<'_> {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.make_node(entry, &relative).map_err(member_err)
             }
+            EntryType::Directory => {
+                entry.unpack_in(self.root).map_err(member_err)?;
+                self.set_dir_xattrs(entry, &relative).map_err(member_err)
+            }
             _ => entry.unpack_in(self.root).map(|_| ()).map_err(member_err),
         }
+    }
+
+    /// Applies a directory's extended attributes: the `tar` crate unpacks
+    /// them for files only. GNU tar stores each as a `SCHILY.xattr.NAME`
+    /// PAX record.
+    fn set_dir_xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        relative: &Path,
+    ) -> io::Result<()> {
+        let Some(extensions) = entry.pax_extensions()? else {
+            return Ok(());
+        };
+        let path = self.root.join(relative);
+        for extension in extensions {
+            let extension = extension?;
+            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            use std::os::unix::ffi::OsStrExt;
+            xattr::set(
+                &path,
+                std::ffi::OsStr::from_bytes(name),
+                extension.value_bytes(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Rejects absolute paths and `..`, and returns the path relative to the
