@@ -144,13 +144,14 @@ pub fn stderr_of(output: &Output) -> String {
 /// Builds `len` bytes that differ per seed and per 512-byte sector, so
 /// that a payload written at the wrong offset or by the wrong request
 /// shows up on compare.
-pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
     (0..len)
         .map(|i| {
-            let sector = (i / 512) as u8;
+            let sector = u8::try_from(i / 512 % 256).unwrap();
+            let within = u8::try_from(i % 251).unwrap();
             seed.wrapping_mul(31)
                 .wrapping_add(sector)
-                .wrapping_add((i % 251) as u8)
+                .wrapping_add(within)
         })
         .collect()
 }
@@ -168,7 +169,7 @@ pub fn write_all_at_once(writes: &[DirectWrite], scratch: &Path) {
     let mut children = Vec::new();
     for write in writes {
         let input = scratch.join(format!("pattern-{}", write.seed));
-        std::fs::write(&input, pattern(write.seed, 4 * MIB as usize)).expect("write pattern");
+        std::fs::write(&input, pattern(write.seed, 4 * MIB)).expect("write pattern");
         let child = Command::new("dd")
             .arg(format!("if={}", input.display()))
             .arg(format!("of={}", write.file.display()))
@@ -199,7 +200,7 @@ pub fn verify_direct(writes: &[DirectWrite]) {
             .output()
             .expect("run dd");
         assert!(output.status.success(), "dd read: {}", stderr_of(&output));
-        let expected = pattern(write.seed, 4 * MIB as usize);
+        let expected = pattern(write.seed, 4 * MIB);
         assert_eq!(
             output.stdout.len(),
             expected.len(),

@@ -18,7 +18,7 @@ fn killed_server_recovers_fsynced_writes() {
     home.lamina_ok(&["mount", disk_arg, "--target", target_arg]);
     let pid = home.mounts()[0].pid;
 
-    let durable = pattern(51, 8 * MIB as usize);
+    let durable = pattern(51, 8 * MIB);
     let input = home.path().join("durable-input");
     std::fs::write(&input, &durable).expect("write pattern");
     mount_common::run(

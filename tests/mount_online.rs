@@ -27,7 +27,7 @@ fn snapshot_mount_and_grow_while_mounted() {
     let disk_arg = disk.to_str().unwrap();
     home.lamina_ok(&["mount", disk_arg, "--target", target.to_str().unwrap()]);
 
-    let old_a = pattern(11, 5 * MIB as usize);
+    let old_a = pattern(11, 5 * MIB);
     let old_b = pattern(12, 300 * 1024);
     std::fs::write(target.join("a"), &old_a).expect("write a");
     std::fs::write(target.join("b"), &old_b).expect("write b");
@@ -45,7 +45,7 @@ fn snapshot_mount_and_grow_while_mounted() {
     };
     eprintln!("snapshot pause {pause_ms:.1} ms");
 
-    std::fs::write(target.join("a"), pattern(21, 6 * MIB as usize)).expect("rewrite a");
+    std::fs::write(target.join("a"), pattern(21, 6 * MIB)).expect("rewrite a");
     std::fs::write(target.join("c"), b"after the snapshot").expect("write c");
     std::fs::remove_file(target.join("b")).expect("remove b");
 
@@ -106,8 +106,7 @@ fn snapshot_mount_and_grow_while_mounted() {
         assert!(error.to_string().contains("resize2fs"), "error: {error}");
         eprintln!("NOTE: no CAP_SYS_RESOURCE; ext4 online resize was not checked");
     }
-    std::fs::write(target.join("after-grow"), pattern(31, 100 * MIB as usize))
-        .expect("fill grown space");
+    std::fs::write(target.join("after-grow"), pattern(31, 100 * MIB)).expect("fill grown space");
 
     let ControlResponse::Info { fs, disk: info, .. } = control(&home, &disk, ControlRequest::Info)
     else {
@@ -123,7 +122,7 @@ fn snapshot_mount_and_grow_while_mounted() {
         std::fs::read(target.join("c")).expect("read c"),
         b"after the snapshot"
     );
-    assert!(std::fs::read(target.join("a")).expect("read a") == pattern(21, 6 * MIB as usize));
+    assert!(std::fs::read(target.join("a")).expect("read a") == pattern(21, 6 * MIB));
     home.lamina_ok(&["umount", disk_arg]);
     assert!(leftovers(home.path().to_str().unwrap()).is_empty());
 }
@@ -136,7 +135,7 @@ fn xfs_grows_online() {
     let disk_arg = disk.to_str().unwrap();
     home.lamina_ok(&["mount", disk_arg, "--target", target.to_str().unwrap()]);
     assert_eq!(home.mounts()[0].fs_type, "xfs");
-    std::fs::write(target.join("a"), pattern(41, 3 * MIB as usize)).expect("write a");
+    std::fs::write(target.join("a"), pattern(41, 3 * MIB)).expect("write a");
 
     let before = fs_bytes(&target);
     let response = control(&home, &disk, ControlRequest::Grow { size: 1024 * MIB });
@@ -149,7 +148,7 @@ fn xfs_grows_online() {
 
     home.lamina_ok(&["umount", disk_arg]);
     home.lamina_ok(&["mount", disk_arg, "--target", target.to_str().unwrap()]);
-    assert!(std::fs::read(target.join("a")).expect("read a") == pattern(41, 3 * MIB as usize));
+    assert!(std::fs::read(target.join("a")).expect("read a") == pattern(41, 3 * MIB));
     assert!(
         fs_bytes(&target) > before + 400 * MIB,
         "xfs size lost on remount"

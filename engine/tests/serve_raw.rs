@@ -46,12 +46,14 @@ fn attach_raw(dir: &Path, size: u64) -> Attachment {
 /// Builds `len` bytes that differ per writer and per 512-byte sector, so
 /// that a payload written at the wrong offset or by the wrong request
 /// shows up on compare.
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
+fn pattern(seed: u8, len: u64) -> Vec<u8> {
     (0..len)
         .map(|i| {
+            let sector = u8::try_from(i / 512 % 256).unwrap();
+            let within = u8::try_from(i % 251).unwrap();
             seed.wrapping_mul(31)
-                .wrapping_add((i / 512) as u8)
-                .wrapping_add((i % 251) as u8)
+                .wrapping_add(sector)
+                .wrapping_add(within)
         })
         .collect()
 }
@@ -87,7 +89,7 @@ fn raw_device_concurrent_direct_writes() {
     let mut children = Vec::new();
     for (seed, block, offset) in cases {
         let input = dir.path().join(format!("pattern-{seed}"));
-        std::fs::write(&input, pattern(seed, 4 * MIB as usize)).expect("write pattern");
+        std::fs::write(&input, pattern(seed, 4 * MIB)).expect("write pattern");
         let child = Command::new("dd")
             .arg(format!("if={}", input.display()))
             .arg(format!("of={device}"))
@@ -115,7 +117,7 @@ fn raw_device_concurrent_direct_writes() {
             "iflag=direct,skip_bytes".into(),
         ]);
         assert!(
-            read == pattern(seed, 4 * MIB as usize),
+            read == pattern(seed, 4 * MIB),
             "pattern {seed} at {offset} differs on the device"
         );
     }
@@ -123,10 +125,10 @@ fn raw_device_concurrent_direct_writes() {
 
     let raw = std::fs::read(dir.path().join("raw.img")).expect("read raw file");
     for (seed, _, offset) in cases {
-        let start = offset as usize;
-        let written = &raw[start..start + 4 * MIB as usize];
+        let start = usize::try_from(offset).unwrap();
+        let written = &raw[start..start + usize::try_from(4 * MIB).unwrap()];
         assert!(
-            written == pattern(seed, 4 * MIB as usize),
+            written == pattern(seed, 4 * MIB),
             "pattern {seed} at {offset} differs in the file"
         );
     }
@@ -149,7 +151,7 @@ fn raw_file_served_mkfs_and_mounted() {
     std::fs::create_dir(&target).expect("mkdir");
     fs::mount(&device, &target, FsType::Ext4, false, None).expect("mount");
     let guard = MountGuard(target.clone());
-    let data = pattern(7, 3 * MIB as usize);
+    let data = pattern(7, 3 * MIB);
     std::fs::write(target.join("file"), &data).expect("write file");
     run("sync", &[]);
     drop(guard);
