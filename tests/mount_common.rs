@@ -97,7 +97,7 @@ pub fn with_home<T>(home: &Path, f: impl FnOnce() -> T) -> T {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: every reader and writer of LAMINA_HOME in the test binary
-    // holds LOCK.
+    // takes LOCK first.
     unsafe { std::env::set_var("LAMINA_HOME", home) };
     f()
 }

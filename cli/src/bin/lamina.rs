@@ -16,7 +16,7 @@ struct Cli {
     command: Command,
 }
 
-/// One variant per verb; the verb's module holds its arguments and logic.
+/// One variant per verb; the verb's module contains its arguments and logic.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Mount a disk's filesystem at a directory through a server process.

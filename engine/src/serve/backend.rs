@@ -11,8 +11,8 @@ use crate::image::{Disk, ImageError};
 
 use super::error::{ServeError, kind_of_io};
 
-/// A failed backend request; the FUSE layer answers it with the errno of
-/// `kind`.
+/// A failed backend request. The FUSE layer replies to it with the errno
+/// of `kind`.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} at offset {offset} failed")]
 pub struct BackendError {

@@ -85,7 +85,7 @@ pub enum ControlResponse {
     },
 }
 
-/// What travels back on the socket.
+/// The reply line on the socket: a response or an error.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Reply {

@@ -3,8 +3,8 @@
 //! loop device, and a control socket for online operations.
 //!
 //! [`mount`] forks a server process and returns once the filesystem is
-//! mounted; [`umount`] asks it to undo every step and waits until it has
-//! exited. [`mkfs`] attaches a disk in the calling process just long enough
+//! mounted. [`umount`] sends the server a shutdown request, which undoes
+//! every step, and waits until it has exited. [`mkfs`] attaches a disk in the calling process just long enough
 //! to create a filesystem. [`control`] carries online snapshot, grow,
 //! compact and info requests to a running server.
 

@@ -21,7 +21,7 @@ pub struct MountInfo {
     pub snapshot: Option<String>,
     /// The loop device, such as `/dev/loop3`.
     pub loop_device: PathBuf,
-    /// Where the filesystem is mounted, canonical.
+    /// Mount point of the filesystem, canonical.
     pub target: PathBuf,
     /// The server's process ID.
     pub pid: u32,

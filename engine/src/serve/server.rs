@@ -32,8 +32,8 @@ use crate::image::{Access, Disk};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the FUSE unmount is retried after a normal filesystem unmount.
 const EXPORT_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a lazy filesystem unmount the loop device stays busy until the
-/// last process using the filesystem lets go; the server keeps serving
+/// After a lazy filesystem unmount, the loop device stays busy until the
+/// last process using the filesystem lets go. The server keeps serving
 /// until then, for at most this long.
 const LAZY_EXPORT_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -450,10 +450,10 @@ impl Server {
         }
     }
 
-    /// Takes a consistent snapshot: freezing the filesystem writes all its
+    /// Takes a consistent snapshot. Freezing the filesystem writes all its
     /// dirty data and journal through the loop device and blocks new
-    /// writes; the flush makes them durable; the snapshot switches to a new
-    /// top; the thaw lets writes continue on it.
+    /// writes. The flush makes them durable, the snapshot switches to a new
+    /// top, and the thaw lets writes continue on it.
     fn snapshot(
         &self,
         state: &State,

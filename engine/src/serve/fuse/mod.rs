@@ -70,7 +70,7 @@ pub fn default_threads() -> usize {
 pub(crate) struct Shared {
     pub backend: Arc<dyn BlockBackend>,
     pub read_only: bool,
-    /// Requests answered with an error, counted instead of logged one by one.
+    /// Count of requests that failed, kept instead of logging each one.
     pub failed: AtomicU64,
     /// Seconds since the epoch when the export was mounted, reported as the
     /// file's times.
@@ -280,9 +280,10 @@ fn spawn_worker(
         })
 }
 
-/// Marks the thread as part of the I/O path (prctl(2) `PR_SET_IO_FLUSHER`):
-/// its allocations then never wait on writeback of the loop device it
-/// serves, which would deadlock under memory pressure.
+/// Marks the thread as part of the I/O path (prctl(2) `PR_SET_IO_FLUSHER`),
+/// so that its allocations do not wait on writeback of the loop device it
+/// serves, which could deadlock under memory pressure. The call needs
+/// `CAP_SYS_RESOURCE`; without it the thread runs unmarked.
 pub(crate) fn set_io_flusher() {
     // PR_SET_IO_FLUSHER from <linux/prctl.h>; the libc crate lacks it.
     const PR_SET_IO_FLUSHER: libc::c_int = 57;

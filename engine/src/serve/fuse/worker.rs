@@ -28,7 +28,7 @@ pub(super) struct Worker {
     reply: Vec<u8>,
 }
 
-/// What a handler sends back.
+/// The reply a handler produces.
 enum Outcome {
     /// Nothing: the kernel expects no reply.
     NoReply,
@@ -110,8 +110,8 @@ impl Worker {
         let Ok((init, _)) = abi::InitIn::read_from_prefix(args) else {
             return Outcome::Error(libc::EINVAL);
         };
-        // FUSE_MAX_PAGES and parallel direct writes need protocol 7.28 and
-        // 7.36; every kernel that has FUSE_DEV_IOC_CLONE at all speaks 7.x.
+        // FUSE_MAX_PAGES needs protocol 7.28 and FOPEN_PARALLEL_DIRECT_WRITES
+        // needs 7.36, so older kernels are rejected.
         if init.major != abi::KERNEL_VERSION || init.minor < 36 {
             tracing::error!(
                 major = init.major,
