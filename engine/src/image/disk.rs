@@ -136,10 +136,26 @@ pub(super) struct Writer {
     pub next_physical: AtomicU64,
     /// BAT pages of the top changed since the last flush.
     pub dirty: Mutex<BTreeSet<u64>>,
+    /// Whether the top file changed since the last flush, so that a flush
+    /// of a clean disk costs no sync.
+    pub unsynced: AtomicBool,
     /// Virtual clusters being allocated, zeroed or copied up.
     pub busy: ClusterLocks,
     /// Serializes flushes.
     pub flush: Mutex<()>,
+}
+
+impl Writer {
+    /// Records a changed entry: its BAT page is written, and the file
+    /// synced, by the next flush.
+    pub fn mark_dirty(&self, cluster: u64) {
+        let (page, _) = lamina_format::bat::page_and_slot(cluster);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(page);
+        self.unsynced.store(true, Ordering::Release);
+    }
 }
 
 /// A set of locked virtual clusters.
@@ -210,6 +226,7 @@ impl Writer {
         Writer {
             next_physical: AtomicU64::new(first.max(file_len.div_ceil(cluster_size))),
             dirty: Mutex::new(BTreeSet::new()),
+            unsynced: AtomicBool::new(false),
             busy: ClusterLocks::default(),
             flush: Mutex::new(()),
         }

@@ -219,12 +219,7 @@ fn relocate_clusters(state: &State, old_data: u64, new_data: u64) -> Result<(), 
     for (cluster, mapping, target) in &moves {
         let entry = BatEntry::Allocated(*target);
         state.map.set(*cluster, Some(Mapping { entry, ..*mapping }));
-        let (page, _) = lamina_format::bat::page_and_slot(*cluster);
-        writer
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(page);
+        writer.mark_dirty(*cluster);
     }
     tracing::debug!(
         clusters = moves.len(),
@@ -281,12 +276,7 @@ fn free_zero_clusters(state: &State) -> Result<(), ImageError> {
         state.map.set(cluster, next);
         state.top().allocated.fetch_sub(1, Ordering::Relaxed);
         if let Some(writer) = writer {
-            let (page, _) = lamina_format::bat::page_and_slot(cluster);
-            writer
-                .dirty
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(page);
+            writer.mark_dirty(cluster);
         }
     }
     Ok(())

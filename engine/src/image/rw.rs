@@ -1,6 +1,5 @@
 //! The data path: read, write with copy-on-write, zero, discard, flush.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use lamina_format::bat::page_and_slot;
@@ -61,15 +60,6 @@ fn allocated_in(mapping: Option<Mapping>, level: u8) -> Option<u64> {
         }) if l == level => Some(physical),
         _ => None,
     }
-}
-
-fn mark_dirty(writer: &Writer, cluster: u64) {
-    let (page, _) = page_and_slot(cluster);
-    writer
-        .dirty
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(page);
 }
 
 impl Disk {
@@ -180,6 +170,9 @@ pub(super) fn flush_state(state: &State) -> Result<(), ImageError> {
         return Ok(());
     };
     let _serial = writer.flush.lock().unwrap_or_else(|e| e.into_inner());
+    if !writer.unsynced.swap(false, Ordering::AcqRel) {
+        return Ok(());
+    }
     let pages = std::mem::take(&mut *writer.dirty.lock().unwrap_or_else(|e| e.into_inner()));
     let top = state.top_level();
     let copies: Vec<_> = pages
@@ -191,6 +184,7 @@ pub(super) fn flush_state(state: &State) -> Result<(), ImageError> {
     if result.is_err() {
         let mut dirty = writer.dirty.lock().unwrap_or_else(|e| e.into_inner());
         dirty.extend(pages);
+        writer.unsynced.store(true, Ordering::Release);
     }
     result
 }
@@ -226,7 +220,11 @@ fn write_piece(
         delta
             .file()
             .write_at(data, physical * cluster_size + piece.within)
-            .map_err(|e| delta.io_error("write", e))
+            .map_err(|e| delta.io_error("write", e))?;
+        // Set after the write: a flush that clears the flag first syncs
+        // after it, and one that clears it before leaves it set again.
+        writer.unsynced.store(true, Ordering::Release);
+        Ok(())
     };
     if let Some(physical) = allocated_in(state.map.get(piece.cluster), top) {
         return write(physical);
@@ -238,11 +236,7 @@ fn write_piece(
         return write(physical);
     }
     let physical = allocate(state, writer)?;
-    let image = cluster_image(state, current, piece, data)?;
-    delta
-        .file()
-        .write_at(&image, physical * cluster_size)
-        .map_err(|e| delta.io_error("write", e))?;
+    fill_new_cluster(state, current, piece, data, physical)?;
 
     let shadows = match current {
         None => false,
@@ -259,39 +253,58 @@ fn write_piece(
         }),
     );
     state.top().allocated.fetch_add(1, Ordering::Relaxed);
-    mark_dirty(writer, piece.cluster);
+    writer.mark_dirty(piece.cluster);
     Ok(())
 }
 
-/// Builds the whole-cluster image of a write to an unallocated cluster:
-/// the data itself, or the old content (a lower delta's or zeros) with the
-/// data laid over it.
-fn cluster_image<'a>(
+/// Writes the content of a newly allocated cluster. A newly allocated
+/// cluster lies past every byte written before (clusters are never reused
+/// while their old entry may be durable), so it reads as zeros until
+/// written. Over zeros only the new bytes and the cluster's last byte
+/// (which extends the file over the whole cluster) are written. Over a
+/// lower delta's data the whole cluster is copied up.
+fn fill_new_cluster(
     state: &State,
     current: Option<Mapping>,
     piece: Piece,
-    data: &'a [u8],
-) -> Result<Cow<'a, [u8]>, ImageError> {
+    data: &[u8],
+    physical: u64,
+) -> Result<(), ImageError> {
     let cluster_size = state.cluster_size();
-    if data.len() as u64 == cluster_size {
-        return Ok(Cow::Borrowed(data));
-    }
-    let mut image = vec![0u8; in_cluster(cluster_size)];
-    if let Some(Mapping {
-        level,
-        entry: BatEntry::Allocated(physical),
-        ..
-    }) = current
-    {
-        let delta = &state.chain[usize::from(level)].delta;
+    let delta = &state.top().delta;
+    let start = physical * cluster_size;
+    let write = |buf: &[u8], offset: u64| {
         delta
             .file()
-            .read_at(&mut image, physical * cluster_size)
-            .map_err(|e| delta.io_error("read", e))?;
-    }
+            .write_at(buf, offset)
+            .map_err(|e| delta.io_error("write", e))
+    };
+    let lower = match current {
+        Some(Mapping {
+            level,
+            entry: BatEntry::Allocated(lower),
+            ..
+        }) => Some((level, lower)),
+        _ => None,
+    };
+    let Some((level, lower)) = lower.filter(|_| data.len() as u64 != cluster_size) else {
+        write(data, start + piece.within)?;
+        let end = piece.within + data.len() as u64;
+        if end < cluster_size {
+            write(&[0], start + cluster_size - 1)?;
+        }
+        return Ok(());
+    };
+
+    let mut image = vec![0u8; in_cluster(cluster_size)];
+    let source = &state.chain[usize::from(level)].delta;
+    source
+        .file()
+        .read_at(&mut image, lower * cluster_size)
+        .map_err(|e| source.io_error("read", e))?;
     let within = in_cluster(piece.within);
     image[within..within + data.len()].copy_from_slice(data);
-    Ok(Cow::Owned(image))
+    write(&image, start)
 }
 
 fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
@@ -366,7 +379,7 @@ fn clear_cluster(state: &State, writer: &Writer, cluster: u64) -> Result<(), Ima
     }
     if next != Some(current) {
         state.map.set(cluster, next);
-        mark_dirty(writer, cluster);
+        writer.mark_dirty(cluster);
     }
     Ok(())
 }
