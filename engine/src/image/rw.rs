@@ -2,7 +2,6 @@
 
 use std::sync::atomic::Ordering;
 
-use lamina_format::bat::page_and_slot;
 use lamina_format::{BatEntry, ENTRIES_PER_PAGE};
 
 use super::disk::{Disk, State, Writer};
