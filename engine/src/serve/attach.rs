@@ -80,7 +80,7 @@ impl Attachment {
 
     /// Detaches the loop device, unmounts the FUSE file and removes it.
     /// The unmount is retried for up to `busy_timeout` while the kernel
-    /// still holds the file, such as after a lazy unmount of a filesystem
+    /// still uses the file, such as after a lazy unmount of a filesystem
     /// on the loop device.
     pub fn detach(mut self, busy_timeout: Duration) -> Result<(), ServeError> {
         if let Some(device) = self.loop_device.take() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::{ErrorKind, HasKind};
 
-/// Why serving, mounting or an online operation failed.
+/// Failure of serving, mounting or an online operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A system call on a file, device or mount point failed.
@@ -22,7 +22,7 @@ pub enum ServeError {
     /// The image engine failed.
     #[error("{op} failed")]
     Image {
-        /// What the server asked the engine to do.
+        /// The engine operation that failed.
         op: &'static str,
         /// The kind of the engine's error.
         kind: ErrorKind,
@@ -42,7 +42,7 @@ pub enum ServeError {
         /// The requested target.
         target: PathBuf,
     },
-    /// The mount target holds files.
+    /// The mount target contains files.
     #[error("mount target {target} is not empty; pass an empty directory")]
     TargetNotEmpty {
         /// The requested target.
@@ -53,7 +53,7 @@ pub enum ServeError {
     AlreadyMounted {
         /// The disk directory.
         disk: PathBuf,
-        /// Where it is mounted.
+        /// Its mount target.
         target: PathBuf,
         /// The server process.
         pid: u32,
@@ -66,7 +66,7 @@ pub enum ServeError {
     StaleMount {
         /// The disk directory.
         disk: PathBuf,
-        /// Where it was mounted.
+        /// Its former mount target.
         target: PathBuf,
         /// The dead server process.
         pid: u32,
@@ -77,7 +77,7 @@ pub enum ServeError {
         /// The disk directory or target given.
         path: PathBuf,
     },
-    /// The device holds no filesystem that can be mounted.
+    /// The device contains no filesystem that can be mounted.
     #[error("no ext4 or xfs filesystem on {device}; create one with `lamina init --fs ext4`")]
     NoFilesystem {
         /// The loop device.
@@ -126,7 +126,7 @@ pub enum ServeError {
     Protocol {
         /// The server process, or 0 when it is not known.
         pid: u32,
-        /// What was wrong.
+        /// The problem found.
         detail: String,
     },
     /// The server exited before it reported ready.
@@ -138,7 +138,7 @@ pub enum ServeError {
     /// Waiting for the server timed out.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout {
-        /// What was awaited.
+        /// The awaited event.
         what: String,
         /// The time waited.
         seconds: u64,
