@@ -234,7 +234,7 @@ fn malicious_template_leaves_nothing() {
 }
 
 #[test]
-fn live_lock_is_9_and_dead_lock_is_taken_over() {
+fn lock_live_9_dead_taken_over() {
     let home = Home::new();
     fs::create_dir_all(home.path().join("lock")).unwrap();
     let lock = home.path().join("lock/101.lck");

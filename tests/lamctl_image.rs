@@ -112,7 +112,8 @@ fn list_shows_containers() {
     );
 
     let fields = home.ok(&["list", "-L"]);
-    assert!(fields.contains("hostname") && fields.contains("HOSTNAME"));
+    assert!(fields.contains("hostname"), "{fields}");
+    assert!(fields.contains("HOSTNAME"), "{fields}");
     home.ok(&["umount", "102"]);
 }
 

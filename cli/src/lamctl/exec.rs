@@ -9,7 +9,7 @@ use super::resolve;
 /// vzctl's exit code when the command run by `exec` fails.
 const EXIT_EXEC_FAILED: i32 = 8;
 
-/// How the command's status becomes lamctl's exit code.
+/// The mapping from the command's status to lamctl's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// 0 on success, 8 on any failure (vzctl `exec`).

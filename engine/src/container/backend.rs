@@ -17,7 +17,7 @@ use crate::{image, serve};
 /// The cluster size of container images: 1 MiB, the engine's default.
 pub const CLUSTER_SIZE: u64 = 1 << 20;
 
-/// What to mount and where.
+/// A mount request: the image, the mount point and an optional snapshot.
 #[derive(Debug, Clone, Copy)]
 pub struct MountRequest<'a> {
     /// The image directory.
@@ -37,7 +37,7 @@ pub enum RunState {
     Stopped,
 }
 
-/// What `start` needs to run a container's init.
+/// The parameters `start` needs to run a container's init.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
     /// The container.
@@ -48,7 +48,7 @@ pub struct StartRequest<'a> {
     pub hostname: Option<&'a str>,
     /// Limits for the cgroup.
     pub resources: Resources,
-    /// Where the runtime keeps its state (init PID).
+    /// The runtime's state directory (init PID).
     pub state_dir: &'a Path,
     /// Wait until init reports that boot finished.
     pub wait: bool,

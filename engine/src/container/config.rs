@@ -2,8 +2,9 @@
 //!
 //! The parser keeps every line, so saving changes only the lines of the keys
 //! that were set and keeps comments, blank lines and order. Values follow
-//! vzctl 4.x: the text after the first `=`; a quoted value runs to the last
-//! `"` on the line; an unquoted value ends at ` #` (a trailing comment).
+//! vzctl 4.x. A value is the text after the first `=`. A quoted value runs
+//! to the last `"` on the line, and an unquoted value ends at ` #` (a
+//! trailing comment).
 
 use std::fs;
 use std::io::{self, Write};

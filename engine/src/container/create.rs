@@ -36,7 +36,7 @@ pub struct CreateOptions {
     pub name: Option<String>,
 }
 
-/// What [`create`] made.
+/// The container that [`create`] made.
 #[derive(Debug, Clone)]
 pub struct Created {
     /// The template name, as OSTEMPLATE stores it.

@@ -1,4 +1,4 @@
-//! Where containers live: paths from the global config and `LAMINA_HOME`.
+//! The container layout: paths from the global config and `LAMINA_HOME`.
 //!
 //! Without `LAMINA_HOME` the defaults follow vzctl's layout under
 //! `/var/lib/lamina` and the global config is `/etc/lamina/lamina.conf`.
@@ -210,7 +210,7 @@ pub fn substitute(pattern: &str, ctid: Ctid) -> PathBuf {
 }
 
 /// Returns the directory a per-container pattern lives in: the pattern up
-/// to the component that holds `$VEID`.
+/// to the component that contains `$VEID`.
 fn area_of(pattern: &str, global_path: &Path, key: &str) -> Result<PathBuf, ContainerError> {
     let invalid = |reason: &str| ContainerError::InvalidConfig {
         path: global_path.to_path_buf(),

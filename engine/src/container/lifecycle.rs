@@ -10,7 +10,7 @@ use super::instance::Container;
 use super::layout::Layout;
 use super::lock::CtLock;
 
-/// What `mount` and `stop` found.
+/// The result of `mount` and `stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The command changed the container.

@@ -14,7 +14,7 @@ use super::instance::Container;
 use super::layout::Layout;
 use super::units::{UNLIMITED, Unit, Unlimited, parse_pair};
 
-/// Which containers `list` shows.
+/// The container selection of `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     /// Running containers only (vzlist without flags).
@@ -131,7 +131,7 @@ pub enum Value {
     List(Vec<String>),
 }
 
-/// How a column is aligned.
+/// Column alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Align {
     Left,
@@ -177,7 +177,7 @@ macro_rules! field {
     };
 }
 
-/// Every field `list` knows, in `-L` order.
+/// Every field of `list`, in `-L` order.
 pub static FIELDS: &[Field] = &[
     field!("ctid", ["veid", "vpsid"], "CTID", 10, Right, |r| {
         Value::Number(Some(u64::from(r.ctid.get())))

@@ -3,7 +3,7 @@
 //! The lock is `LOCKDIR/<CTID>.lck` holding the owner's PID. It is taken by
 //! writing a temp file and `link()`ing it to the lock name, which fails
 //! atomically when the lock exists. A lock whose owner is no longer alive
-//! is removed and taken over; a lock with unreadable content is treated the
+//! is removed and taken over. A lock with unreadable content is treated the
 //! same way after a short retry, because its writer may still be writing.
 
 use std::fs;

@@ -47,7 +47,7 @@ pub struct SetOptions {
     pub save: bool,
 }
 
-/// What [`set`] did.
+/// The outcome of [`set`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetReport {
     /// Changes were applied to the running container.
