@@ -16,6 +16,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod loopdev;
+pub mod nbd;
 pub mod runtime;
 mod server;
 
