@@ -57,14 +57,41 @@ impl Disk {
         }
         descriptor.deltas.push(node.clone());
         descriptor.top = uuid;
-        if let Err(error) = store::save_descriptor(self.storage.as_ref(), &self.dir, &descriptor) {
-            let _ = self.storage.remove_file(&path);
+        let saved = store::save_descriptor(self.storage.as_ref(), &self.dir, &descriptor);
+        if let Err(error) = saved {
+            if !self.descriptor_names(uuid) {
+                let _ = self.storage.remove_file(&path);
+                return Err(error);
+            }
+            // The rename happened but a later sync failed: the descriptor
+            // names the new top, so writes must go there from now on.
+            tracing::error!(%error, top = %uuid, "snapshot committed but not synced");
+            self.switch_to_new_top(&mut state, descriptor, delta, node, frozen);
             return Err(error);
         }
+        self.switch_to_new_top(&mut state, descriptor, delta, node, frozen);
+        tracing::info!(dir = %self.dir.display(), snapshot = %frozen, top = %uuid, "snapshot created");
+        Ok(frozen)
+    }
 
+    /// Returns whether the descriptor on storage names delta `uuid`; false
+    /// when it cannot be read.
+    fn descriptor_names(&self, uuid: Uuid) -> bool {
+        store::load_descriptor(self.storage.as_ref(), &self.dir)
+            .is_ok_and(|d| d.node(uuid).is_some())
+    }
+
+    fn switch_to_new_top(
+        &self,
+        state: &mut State,
+        descriptor: lamina_format::Descriptor,
+        delta: DeltaFile,
+        node: Node,
+        frozen: Uuid,
+    ) {
         let frozen_node = descriptor.node(frozen).cloned();
         state.descriptor = descriptor;
-        finish_frozen_top(&mut state, frozen_node);
+        finish_frozen_top(state, frozen_node);
         let file_len = delta.header.data_offset;
         state.writer = Some(Writer::new(&delta, file_len));
         state.chain.push(Layer {
@@ -72,8 +99,6 @@ impl Disk {
             delta,
             allocated: AtomicU64::new(0),
         });
-        tracing::info!(dir = %self.dir.display(), snapshot = %frozen, top = %uuid, "snapshot created");
-        Ok(frozen)
     }
 
     /// Grows the virtual size. When the BAT needs more room, data clusters
