@@ -1,0 +1,187 @@
+//! A container's whole life on the busybox template through `lamctl`:
+//! create, start, exec, live set --ram (the cgroup value changes), online
+//! --diskspace seen by df inside, a snapshot mounted for backup while the
+//! container runs, stop, and destroy; plus the bad inputs that need a
+//! running container. Runs as root.
+
+#[path = "lamctl_common.rs"]
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::Home;
+use lamina_engine::container::backend::{self, RunState};
+use lamina_engine::container::ctid::Ctid;
+
+/// Returns the host PID of the container's init.
+fn init_pid(home: &Home, ctid: &str) -> i32 {
+    let id = Ctid::parse(ctid).unwrap();
+    let state_dir = home.path().join("run").join(ctid);
+    match backend::status(id, &state_dir).expect("runtime status") {
+        RunState::Running { init_pid, .. } => init_pid,
+        RunState::Stopped => panic!("container {ctid} is not running"),
+    }
+}
+
+/// Returns the file that holds the memory limit of `pid`'s cgroup, on
+/// cgroup v1 (`memory.limit_in_bytes`) or v2 (`memory.max`).
+fn memory_limit_file(pid: i32) -> PathBuf {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            return Path::new("/sys/fs/cgroup/memory")
+                .join(path)
+                .join("memory.limit_in_bytes");
+        }
+        if controllers.is_empty() {
+            let v2 = Path::new("/sys/fs/cgroup").join(path).join("memory.max");
+            if v2.exists() {
+                return v2;
+            }
+        }
+    }
+    panic!("no memory cgroup for pid {pid}: {text}");
+}
+
+fn df_kb(home: &Home, ctid: &str) -> u64 {
+    let out = home.ok(&["exec", ctid, "df", "-k", "/"]);
+    let line = out
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("df output: {out}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn has_cap_sys_resource() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(caps, 16).unwrap() & (1 << 24) != 0
+}
+
+#[test]
+fn busybox_container_lifecycle() {
+    let home = Home::new();
+    home.create("101", &["--hostname", "ct101", "--config", "vswap-256m"]);
+
+    home.ok(&["start", "101"]);
+    assert_eq!(
+        home.ok(&["status", "101"]),
+        "CTID 101 exist mounted running\n"
+    );
+    assert_eq!(home.ok(&["exec", "101", "cat", "/etc/hostname"]), "ct101\n");
+    assert_eq!(home.ok(&["exec", "101", "hostname"]), "ct101\n");
+
+    // exec exits 8 on failure, exec2 with the command's status.
+    assert_eq!(home.fails(&["exec", "101", "false"]).0, 8);
+    assert_eq!(home.fails(&["exec2", "101", "exit", "3"]).0, 3);
+
+    let list = home.ok(&["list", "-H"]);
+    assert!(list.contains("running"), "{list}");
+    assert!(list.trim_start().starts_with("101"), "{list}");
+
+    // Live --ram changes the cgroup's limit.
+    let pid = init_pid(&home, "101");
+    let limit_file = memory_limit_file(pid);
+    assert_eq!(
+        fs::read_to_string(&limit_file).unwrap().trim(),
+        (256u64 << 20).to_string()
+    );
+    home.ok(&["set", "101", "--ram", "512M"]);
+    assert_eq!(
+        fs::read_to_string(&limit_file).unwrap().trim(),
+        (512u64 << 20).to_string()
+    );
+
+    // Online grow, seen by df inside.
+    let before = df_kb(&home, "101");
+    let grow = home.lamctl(&["set", "101", "--diskspace", "512M", "--save"]);
+    if has_cap_sys_resource() {
+        assert!(
+            grow.status.success(),
+            "{}",
+            String::from_utf8_lossy(&grow.stderr)
+        );
+        let after = df_kb(&home, "101");
+        assert!(
+            after > before + 200 * 1024,
+            "df inside: {before} KB -> {after} KB"
+        );
+    } else {
+        assert_eq!(grow.status.code(), Some(154));
+        eprintln!("NOTE: no CAP_SYS_RESOURCE; ext4 online resize was not checked");
+    }
+
+    // A snapshot mounted for backup while the container keeps writing.
+    home.ok(&["exec", "101", "sh", "-c", "'echo old > /root/data; sync'"]);
+    home.ok(&["snapshot", "101", "--name", "backup"]);
+    home.ok(&["exec", "101", "sh", "-c", "'echo new > /root/data; sync'"]);
+    let ids = home.ok(&["snapshot-list", "101", "-H", "-o", "uuid"]);
+    let snap = ids.lines().next().unwrap().trim().to_string();
+    let target = tempfile::tempdir().unwrap();
+    let target_arg = target.path().to_str().unwrap();
+    home.ok(&[
+        "snapshot-mount",
+        "101",
+        "--id",
+        &snap,
+        "--target",
+        target_arg,
+    ]);
+    assert_eq!(
+        fs::read_to_string(target.path().join("root/data")).unwrap(),
+        "old\n"
+    );
+    assert_eq!(home.ok(&["exec", "101", "cat", "/root/data"]), "new\n");
+    home.ok(&["snapshot-umount", "101", "--id", &snap]);
+
+    home.ok(&["stop", "101"]);
+    assert_eq!(
+        home.ok(&["status", "101"]),
+        "CTID 101 exist unmounted down\n"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "init survived the stop"
+    );
+
+    home.ok(&["destroy", "101"]);
+    assert_eq!(
+        home.ok(&["status", "101"]),
+        "CTID 101 deleted unmounted down\n"
+    );
+    home.assert_clean();
+}
+
+#[test]
+fn running_container_rejects_start_destroy_umount() {
+    let home = Home::new();
+    home.create("101", &[]);
+    home.ok(&["start", "101"]);
+    let before = home.files();
+
+    for (args, code) in [
+        (&["start", "101"][..], 32),
+        (&["destroy", "101"], 32),
+        (&["umount", "101"], 32),
+    ] {
+        let (actual, stderr) = home.fails(args);
+        assert_eq!(actual, code, "lamctl {args:?}: {stderr}");
+        assert_eq!(home.files(), before, "lamctl {args:?} changed the home");
+    }
+    assert_eq!(
+        home.ok(&["status", "101"]),
+        "CTID 101 exist mounted running\n"
+    );
+
+    home.ok(&["stop", "--fast", "101"]);
+    assert_eq!(home.fails(&["exec", "101", "true"]).0, 31);
+    home.assert_clean();
+}
