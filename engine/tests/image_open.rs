@@ -242,6 +242,28 @@ fn clean_delta_with_entry_past_eof_is_corrupt() {
 }
 
 #[test]
+fn delta_shorter_than_its_bat_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = new_disk(tmp.path());
+    let disk = Disk::open(&dir, Access::ReadOnly).unwrap();
+    let delta = dir.join(&disk.info().deltas[0].file);
+    drop(disk);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&delta)
+        .unwrap();
+    file.set_len(4096).unwrap();
+    assert_eq!(kind(Disk::open(&dir, Access::ReadOnly)), ErrorKind::Corrupt);
+    file.set_len(100).unwrap();
+    assert_eq!(kind(Disk::open(&dir, Access::ReadOnly)), ErrorKind::Corrupt);
+    file.set_len(0).unwrap();
+    assert_eq!(
+        kind(Disk::open(&dir, Access::ReadWrite)),
+        ErrorKind::Corrupt
+    );
+}
+
+#[test]
 fn chain_with_wrong_parent_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = new_disk(tmp.path());
@@ -251,6 +273,25 @@ fn chain_with_wrong_parent_is_corrupt() {
     disk.close().unwrap();
     edit_header(&top, |h| h.parent = Some(uuid::Uuid::from_u128(77)));
     assert_eq!(kind(Disk::open(&dir, Access::ReadOnly)), ErrorKind::Corrupt);
+}
+
+#[test]
+fn chain_with_larger_parent_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = new_disk(tmp.path());
+    let disk = Disk::open(&dir, Access::ReadWrite).unwrap();
+    disk.snapshot(None, None).unwrap();
+    let base = dir.join(&disk.info().deltas[0].file);
+    disk.close().unwrap();
+    edit_header(&base, |h| {
+        h.geometry = lamina_format::Geometry::new(MIB, 128 * MIB).unwrap();
+    });
+    let err = Disk::open(&dir, Access::ReadOnly).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(
+        format!("{:?}", err).contains("ChainVirtualSizeMismatch"),
+        "{err:?}"
+    );
 }
 
 /// Flips every byte of the header record and of the first BAT page, one
