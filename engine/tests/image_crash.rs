@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lamina_engine::image::memfs::{MemStorage, Pending};
+use lamina_engine::image::memfs::{CrashPoint, MemStorage, Pending, Writeback};
 use lamina_engine::image::{Access, CreateOptions, Disk, ImageError};
 
 const MIB: u64 = 1 << 20;
@@ -35,20 +35,24 @@ fn read(disk: &Disk, offset: u64, len: usize) -> Vec<u8> {
 }
 
 /// Which unsynced changes survive a simulated crash.
-/// Decides whether an unsynced change survives the crash.
-type Keep = fn(Option<&Path>, &Pending) -> bool;
-
-const WRITEBACK: [(&str, Keep); 5] = [
-    ("none", |_, _| false),
-    ("all", |_, _| true),
-    ("metadata only", |_, change| is_metadata(change)),
-    ("data only", |_, change| !is_metadata(change)),
+const WRITEBACK: [Writeback; 5] = [
+    Writeback::NONE,
+    Writeback::ALL,
+    Writeback {
+        name: "metadata only",
+        keep: |_, change| is_metadata(change),
+    },
+    Writeback {
+        name: "data only",
+        keep: |_, change| !is_metadata(change),
+    },
     // Metadata and the data of later clusters but not of the first one:
     // an entry for the first cluster then points inside the file at a
     // hole, which repair cannot tell from written data.
-    ("metadata and late data", |_, change| {
-        is_metadata(change) || offset_of(change) >= 2 * MIB
-    }),
+    Writeback {
+        name: "metadata and late data",
+        keep: |_, change| is_metadata(change) || offset_of(change) >= 2 * MIB,
+    },
 ];
 
 fn offset_of(change: &Pending) -> u64 {
@@ -67,29 +71,17 @@ fn is_metadata(change: &Pending) -> bool {
     }
 }
 
-/// Runs `op` on a copy of `base` once to count its storage calls, then
-/// once per cut point, and hands each crashed storage (once per writeback
-/// pattern) to `verify` with whether `op` reported success. Returns the
-/// number of cut points.
+/// Runs [`MemStorage::at_every_cut`] with every writeback pattern after
+/// checking that `op` succeeds without faults.
 fn at_every_cut(
     base: &MemStorage,
     op: impl Fn(&MemStorage) -> bool,
-    verify: impl Fn(&MemStorage, bool, &str),
+    verify: impl Fn(&MemStorage, bool, CrashPoint),
 ) -> u64 {
-    let probe = base.fork();
-    let start = probe.op_count();
-    assert!(op(&probe), "the operation succeeds without faults");
-    let total = probe.op_count() - start;
-    for cut in 0..=total {
-        let storage = base.fork();
-        storage.fail_after(cut);
-        let done = op(&storage);
-        for (name, keep) in WRITEBACK {
-            let label = format!("{cut} (writeback: {name})");
-            verify(&storage.crash_keeping(keep), done, &label);
-        }
-    }
-    total
+    assert!(op(&base.fork()), "the operation succeeds without faults");
+    base.at_every_cut(&WRITEBACK, op, |crashed, done, point| {
+        verify(crashed, *done, point)
+    })
 }
 
 fn base_with(size: u64, writes: &[(u64, &[u8])]) -> MemStorage {

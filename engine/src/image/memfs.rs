@@ -222,6 +222,53 @@ fn injected() -> io::Error {
     io::Error::other("injected fault: storage stopped")
 }
 
+/// Decides whether an unsynced change survives a crash; see
+/// [`MemStorage::crash_keeping`].
+pub type Keep = fn(Option<&Path>, &Pending) -> bool;
+
+/// A named writeback pattern for [`MemStorage::at_every_cut`].
+#[derive(Debug, Clone, Copy)]
+pub struct Writeback {
+    /// Name used in failure messages.
+    pub name: &'static str,
+    /// Which unsynced changes survive.
+    pub keep: Keep,
+}
+
+impl Writeback {
+    /// Every unsynced change is lost.
+    pub const NONE: Writeback = Writeback {
+        name: "none",
+        keep: |_, _| false,
+    };
+    /// Every unsynced change survives.
+    pub const ALL: Writeback = Writeback {
+        name: "all",
+        keep: |_, _| true,
+    };
+}
+
+/// One simulated crash of [`MemStorage::at_every_cut`].
+#[derive(Debug, Clone, Copy)]
+pub struct CrashPoint {
+    /// Number of mutating calls that succeeded before the storage stopped.
+    pub cut: u64,
+    /// Mutating calls the operation makes without faults.
+    pub total: u64,
+    /// Name of the writeback pattern.
+    pub writeback: &'static str,
+}
+
+impl std::fmt::Display for CrashPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cut {}/{} (writeback: {})",
+            self.cut, self.total, self.writeback
+        )
+    }
+}
+
 /// The fault-injecting in-memory storage. Clones share one state.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
@@ -337,6 +384,38 @@ impl MemStorage {
                 ..State::default()
             })),
         }
+    }
+
+    /// Runs a crash test. `op` runs once on a fork of this storage to count
+    /// its mutating calls, then, for every cut point from 0 to that count,
+    /// on a fresh fork stopped after that many calls. Each stopped run is
+    /// crashed once per writeback pattern, and `verify` gets the crashed
+    /// storage, what `op` returned and the crash point. This storage is
+    /// not changed. Returns the number of mutating calls of `op`.
+    pub fn at_every_cut<T>(
+        &self,
+        writebacks: &[Writeback],
+        op: impl Fn(&MemStorage) -> T,
+        mut verify: impl FnMut(&MemStorage, &T, CrashPoint),
+    ) -> u64 {
+        let probe = self.fork();
+        let start = probe.op_count();
+        op(&probe);
+        let total = probe.op_count() - start;
+        for cut in 0..=total {
+            let storage = self.fork();
+            storage.fail_after(cut);
+            let result = op(&storage);
+            for writeback in writebacks {
+                let point = CrashPoint {
+                    cut,
+                    total,
+                    writeback: writeback.name,
+                };
+                verify(&storage.crash_keeping(writeback.keep), &result, point);
+            }
+        }
+        total
     }
 
     /// Returns a file's current content, or `None` if it does not exist.
