@@ -18,6 +18,7 @@ pub mod lock;
 pub mod mounts;
 pub mod resources;
 pub mod rootfs;
+pub mod runtime;
 pub mod samples;
 pub mod set;
 pub mod snapshot;
