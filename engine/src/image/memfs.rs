@@ -231,7 +231,7 @@ pub type Keep = fn(Option<&Path>, &Pending) -> bool;
 pub struct Writeback {
     /// Name used in failure messages.
     pub name: &'static str,
-    /// Which unsynced changes survive.
+    /// Predicate that selects the unsynced changes that survive.
     pub keep: Keep,
 }
 

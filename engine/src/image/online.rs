@@ -65,7 +65,7 @@ impl Disk {
             }
             // The rename happened but a later sync failed: the descriptor
             // names the new top, so writes must go there from now on.
-            tracing::error!(%error, top = %uuid, "snapshot committed but not synced");
+            tracing::warn!(top = %uuid, "snapshot committed before the failure, continuing on the new top");
             self.switch_to_new_top(&mut state, descriptor, delta, node, frozen);
             return Err(error);
         }
