@@ -173,28 +173,28 @@ impl DeltaFile {
             .map_err(|e| self.io_error("write BAT of", e))
     }
 
-    /// Returns the indexes of the BAT pages that are not holes, skipping
-    /// holes with `SEEK_DATA`, so an empty BAT costs no reads.
+    /// Returns the indexes of the BAT pages that are not holes. It skips
+    /// holes with `SEEK_DATA` and `SEEK_HOLE`, so an empty BAT costs no
+    /// reads and a full one two seeks per data region.
     pub fn data_pages(&self) -> Result<Vec<u64>, ImageError> {
         let start = self.header.bat_offset();
         let end = start + self.header.bat_len;
         let page_size = BAT_PAGE_SIZE as u64;
+        let seek_error = |e| self.io_error("seek in", e);
         let mut pages = Vec::new();
         let mut pos = start;
         while pos < end {
-            let Some(data) = self
-                .file
-                .next_data(pos)
-                .map_err(|e| self.io_error("seek in", e))?
-            else {
+            let Some(data) = self.file.next_data(pos).map_err(seek_error)? else {
                 break;
             };
             if data >= end {
                 break;
             }
-            let page = (data.max(start) - start) / page_size;
-            pages.push(page);
-            pos = start + (page + 1) * page_size;
+            let hole = self.file.next_hole(data).map_err(seek_error)?.min(end);
+            let first = (data - start) / page_size;
+            let last = (hole.max(data + 1) - start).div_ceil(page_size);
+            pages.extend(first..last);
+            pos = start + last * page_size;
         }
         Ok(pages)
     }

@@ -84,6 +84,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The start of the first data region at or after `offset`, skipping
     /// holes, or `None` when only holes follow (lseek `SEEK_DATA`).
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
+    /// The start of the first hole at or after `offset`, or the file
+    /// length when only data follows (lseek `SEEK_HOLE`).
+    fn next_hole(&self, offset: u64) -> io::Result<u64>;
     /// Bytes of storage the file occupies on the host.
     fn allocated_bytes(&self) -> io::Result<u64>;
 }
@@ -214,6 +217,15 @@ impl StorageFile for RealFile {
             // File systems without SEEK_DATA: treat everything as data.
             Err(Errno::EINVAL) if offset < self.len()? => Ok(Some(offset)),
             Err(Errno::EINVAL) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        match nix::unistd::lseek(self.0.as_fd(), to_off(offset)?, Whence::SeekHole) {
+            Ok(pos) => Ok(pos.unsigned_abs()),
+            // Past the end, or no SEEK_HOLE support: the end is the hole.
+            Err(Errno::ENXIO | Errno::EINVAL) => self.len(),
             Err(errno) => Err(errno.into()),
         }
     }

@@ -714,6 +714,17 @@ impl StorageFile for MemFile {
         })
     }
 
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        self.with(false, |inode| {
+            let content = &inode.volatile;
+            let mut block = offset / BLOCK;
+            while content.blocks.contains_key(&block) {
+                block += 1;
+            }
+            Ok((block * BLOCK).max(offset).min(content.len))
+        })
+    }
+
     fn allocated_bytes(&self) -> io::Result<u64> {
         self.with(
             false,
