@@ -168,28 +168,79 @@ pub fn decode_raw_page(bytes: &[u8], index: u64) -> Result<[u64; ENTRIES_PER_PAG
 
 /// Checks BAT entries against the layout of one delta file: every
 /// allocated cluster must lie in the data area, end inside the file and
-/// belong to one entry only. Memory grows with the file's cluster count
-/// (one bit per physical cluster).
+/// belong to one entry only. Used clusters are tracked in a bitmap of one
+/// bit per physical cluster of the file, or, for files of more than 2^27
+/// clusters (a sparse file can claim any length), in a hash set that grows
+/// with the entries instead.
 #[derive(Debug)]
 pub struct EntryChecker {
     cluster_size: u64,
     clusters: u64,
     first_data_cluster: u64,
     file_len: u64,
-    seen: Vec<u64>,
+    seen: UsedClusters,
+}
+
+#[derive(Debug)]
+enum UsedClusters {
+    Bitmap(Vec<u64>),
+    Set(std::collections::HashSet<u64>),
+}
+
+/// Largest file, in clusters, whose used clusters are kept in a bitmap
+/// (16 MiB of memory).
+const MAX_BITMAP_CLUSTERS: u64 = 1 << 27;
+
+impl UsedClusters {
+    /// Records `physical` and returns whether it was recorded before.
+    fn insert(&mut self, physical: u64) -> bool {
+        match self {
+            UsedClusters::Bitmap(words) => {
+                let bit = 1u64 << (physical % 64);
+                let word = usize::try_from(physical / 64)
+                    .ok()
+                    .and_then(|w| words.get_mut(w));
+                match word {
+                    Some(word) => {
+                        let seen = *word & bit != 0;
+                        *word |= bit;
+                        seen
+                    }
+                    None => false,
+                }
+            }
+            UsedClusters::Set(set) => !set.insert(physical),
+        }
+    }
+
+    fn contains(&self, physical: u64) -> bool {
+        match self {
+            UsedClusters::Bitmap(words) => usize::try_from(physical / 64)
+                .ok()
+                .and_then(|w| words.get(w))
+                .is_some_and(|w| w & (1 << (physical % 64)) != 0),
+            UsedClusters::Set(set) => set.contains(&physical),
+        }
+    }
 }
 
 impl EntryChecker {
     /// A checker for a file of `file_len` bytes whose data area starts at
     /// `data_offset` and which maps `clusters` virtual clusters.
     pub fn new(cluster_size: u64, clusters: u64, data_offset: u64, file_len: u64) -> Self {
-        let words = (file_len / cluster_size).div_ceil(64);
+        let file_clusters = file_len / cluster_size;
+        let seen = match usize::try_from(file_clusters.div_ceil(64)) {
+            Ok(words) if file_clusters <= MAX_BITMAP_CLUSTERS => {
+                UsedClusters::Bitmap(vec![0; words])
+            }
+            _ => UsedClusters::Set(std::collections::HashSet::new()),
+        };
         EntryChecker {
             cluster_size,
             clusters,
             first_data_cluster: data_offset / cluster_size,
             file_len,
-            seen: vec![0; usize::try_from(words).unwrap_or(0)],
+            seen,
         }
     }
 
@@ -222,29 +273,14 @@ impl EntryChecker {
                 file_len: self.file_len,
             });
         }
-        let bit = 1u64 << (physical % 64);
-        let Some(word) = usize::try_from(physical / 64)
-            .ok()
-            .and_then(|w| self.seen.get_mut(w))
-        else {
-            return Err(FormatError::EntryPastEof {
-                cluster,
-                physical,
-                file_len: self.file_len,
-            });
-        };
-        if *word & bit != 0 {
+        if self.seen.insert(physical) {
             return Err(FormatError::SharedPhysicalCluster { cluster, physical });
         }
-        *word |= bit;
         Ok(())
     }
 
-    /// Whether a physical cluster was recorded as used.
+    /// Returns whether a physical cluster was recorded as used.
     pub fn is_used(&self, physical: u64) -> bool {
-        usize::try_from(physical / 64)
-            .ok()
-            .and_then(|word| self.seen.get(word))
-            .is_some_and(|w| w & (1 << (physical % 64)) != 0)
+        self.seen.contains(physical)
     }
 }

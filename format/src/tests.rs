@@ -480,3 +480,19 @@ fn descriptor_chain_depth_is_bounded() {
         Err(DescriptorError::ChainTooDeep { .. })
     ));
 }
+
+#[test]
+fn entry_checker_huge_sparse_file() {
+    // A file claiming 2^60 bytes must not make the checker allocate a
+    // bitmap for all of it.
+    let mut checker = EntryChecker::new(64 << 10, 1 << 32, 1 << 20, 1 << 60);
+    assert_eq!(checker.check(0, BatEntry::Allocated(1 << 40)), Ok(()));
+    assert_eq!(
+        checker.check(1, BatEntry::Allocated(1 << 40)),
+        Err(FormatError::SharedPhysicalCluster {
+            cluster: 1,
+            physical: 1 << 40
+        })
+    );
+    assert!(checker.is_used(1 << 40));
+}
