@@ -372,7 +372,7 @@ fn write_zeroes_no_hole_writes_data_and_fua_flushes() {
         NbdOptions::default(),
     );
     let (mut client, _, _) = RawClient::go(&served.socket);
-    let data = vec![0xa5u8; 3 * MIB as usize];
+    let data = vec![0xa5u8; 3 << 20];
     assert_eq!(client.request(CMD_WRITE, 0, 0, 3 << 20, &data).error, 0);
     assert_eq!(backend.take(), ["write"]);
 

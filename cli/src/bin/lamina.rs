@@ -25,6 +25,8 @@ enum Command {
     Umount(lamina::umount::Args),
     /// List mounted disks.
     List(lamina::list::Args),
+    /// Export a disk over NBD on a unix socket, in the foreground.
+    Serve(lamina::nbd::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => lamina::mount::run(args),
         Command::Umount(args) => lamina::umount::run(args),
         Command::List(args) => lamina::list::run(args),
+        Command::Serve(args) => lamina::nbd::run(args),
     };
     exit::finish("lamina", result)
 }

@@ -3,4 +3,5 @@
 
 pub mod list;
 pub mod mount;
+pub mod nbd;
 pub mod umount;
