@@ -144,7 +144,7 @@ fn assert_qemu_io_ok(target: &str, commands: &[&str]) {
 }
 
 #[test]
-fn serve_exports_disk_and_stops_on_sigterm() {
+fn serve_stops_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = new_disk(tmp.path());
     let socket = tmp.path().join("nbd.sock");

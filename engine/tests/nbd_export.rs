@@ -15,8 +15,8 @@ use lamina_format::Header;
 use nbd_common::*;
 
 /// qemu-io commands that cover data, zeroes, discards and unaligned
-/// writes; the zero and discard ranges hold data first, so that a no-op
-/// implementation shows up on compare.
+/// writes. The zero and discard ranges contain data first, so that a
+/// no-op implementation shows up on compare.
 const MIXED_COMMANDS: &[&str] = &[
     "write -P 0xab 0 1M",
     "write -P 0xcd 4M 2M",
@@ -56,7 +56,7 @@ fn top_in_use(disk_dir: &Path, delta_file: &str) -> bool {
 }
 
 #[test]
-fn raw_export_matches_reference_after_qemu_writes() {
+fn raw_export_matches_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("image.raw");
     let reference = tmp.path().join("reference.raw");
@@ -76,7 +76,7 @@ fn raw_export_matches_reference_after_qemu_writes() {
 }
 
 #[test]
-fn disk_export_matches_reference_and_persists() {
+fn disk_export_matches_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("disk");
     let reference = tmp.path().join("reference.raw");
@@ -109,7 +109,7 @@ fn disk_export_matches_reference_and_persists() {
 }
 
 #[test]
-fn writes_past_4_gib_land_at_their_offsets() {
+fn raw_writes_past_4_gib() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("large.raw");
     sparse_file(&image, 6 * GIB);
@@ -156,7 +156,7 @@ fn writes_past_4_gib_land_at_their_offsets() {
 }
 
 #[test]
-fn disk_writes_past_4_gib_land_at_their_offsets() {
+fn disk_writes_past_4_gib() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("disk");
     let disk = Arc::new(new_disk(&dir, 8 * GIB));
@@ -194,7 +194,7 @@ fn disk_writes_past_4_gib_land_at_their_offsets() {
 }
 
 #[test]
-fn read_only_export_rejects_qemu_writes() {
+fn read_only_rejects_qemu_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("image.raw");
     std::fs::write(&image, vec![0x66u8; 4 << 20]).unwrap();
@@ -228,7 +228,7 @@ fn read_only_export_rejects_qemu_writes() {
 }
 
 #[test]
-fn two_qemu_clients_at_once_share_one_image() {
+fn two_clients_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("image.raw");
     let reference = tmp.path().join("reference.raw");
@@ -237,7 +237,7 @@ fn two_qemu_clients_at_once_share_one_image() {
     let backend = Arc::new(RawFile::open(&image, true).unwrap());
     let served = Served::start(backend, &tmp.path().join("nbd.sock"), NbdOptions::default());
 
-    // A raw client holds a connection in transmission the whole time, so
+    // A raw client keeps a connection in transmission the whole time, so
     // the qemu-io clients below run next to it.
     let (mut held, size, _) = RawClient::go(&served.socket);
     assert_eq!(size, 64 * MIB);
@@ -266,7 +266,7 @@ fn two_qemu_clients_at_once_share_one_image() {
     qemu_io(&reference.display().to_string(), &all);
     qemu_img_compare(&uri, &reference);
 
-    // The held connection sees what the others wrote.
+    // The held connection reads what the others wrote.
     let reply = held.request(CMD_READ, 0, 33 * MIB, 4096, &[]);
     assert_eq!(reply.error, 0);
     assert!(reply.data.iter().all(|&b| b == 0x41));

@@ -86,7 +86,7 @@ fn assert_still_serving(served: &Served) {
 }
 
 #[test]
-fn info_reports_size_flags_and_block_sizes() {
+fn info_reports_size_and_flags() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = NbdOptions {
         export_name: "disk0".into(),
@@ -157,7 +157,7 @@ fn list_returns_the_export() {
 }
 
 #[test]
-fn unknown_and_malformed_options_get_errors() {
+fn bad_options_get_error_replies() {
     let tmp = tempfile::tempdir().unwrap();
     let served = serve_raw(tmp.path(), MIB);
     let mut client = RawClient::handshake(&served.socket, 1);
@@ -214,7 +214,7 @@ fn export_name_option_enters_transmission() {
 }
 
 #[test]
-fn garbage_option_magic_closes_only_that_client() {
+fn garbage_magic_closes_one_client() {
     let tmp = tempfile::tempdir().unwrap();
     let served = serve_raw(tmp.path(), 4 * MIB);
     let (mut bystander, _, _) = RawClient::go(&served.socket);
@@ -231,7 +231,7 @@ fn garbage_option_magic_closes_only_that_client() {
 }
 
 #[test]
-fn truncated_option_closes_only_that_client() {
+fn truncated_option_closes_one_client() {
     let tmp = tempfile::tempdir().unwrap();
     let served = serve_raw(tmp.path(), 4 * MIB);
 
@@ -267,7 +267,7 @@ fn truncated_option_closes_only_that_client() {
 }
 
 #[test]
-fn requests_out_of_bounds_get_errors() {
+fn bad_requests_get_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let served = serve_raw(tmp.path(), 64 * MIB);
     let (mut client, size, _) = RawClient::go(&served.socket);
@@ -358,7 +358,7 @@ fn read_only_export_rejects_every_write() {
 }
 
 #[test]
-fn write_zeroes_no_hole_writes_data_and_fua_flushes() {
+fn no_hole_and_fua_dispatch() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("image.raw");
     sparse_file(&image, 8 * MIB);
@@ -417,7 +417,7 @@ fn write_zeroes_no_hole_writes_data_and_fua_flushes() {
 }
 
 #[test]
-fn shutdown_answers_requests_in_flight_and_removes_socket() {
+fn shutdown_finishes_requests_in_flight() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("image.raw");
     sparse_file(&image, 4 * MIB);
@@ -430,8 +430,8 @@ fn shutdown_answers_requests_in_flight_and_removes_socket() {
     let (mut client, _, _) = RawClient::go(&socket);
     let mut waiting = RawClient::handshake(&socket, 1);
 
-    // Both requests sit in the server's receive queue before the
-    // shutdown starts; both must still be answered.
+    // Both requests are in the server's receive queue before the
+    // shutdown starts, so both must still get a reply.
     let write = client.send_request(CMD_WRITE, 0, 0, 5, b"final");
     let flush = client.send_request(CMD_FLUSH, 0, 0, 0, &[]);
     client.stream.flush().unwrap();
@@ -448,7 +448,7 @@ fn shutdown_answers_requests_in_flight_and_removes_socket() {
 }
 
 #[test]
-fn bind_replaces_stale_socket_but_not_live_one() {
+fn bind_replaces_only_stale_socket() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("nbd.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());

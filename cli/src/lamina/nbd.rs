@@ -17,7 +17,7 @@ use crate::exit::UsageError;
 pub struct Args {
     /// Disk directory.
     pub disk: PathBuf,
-    /// Where to listen, as unix:PATH (a unix socket; TCP is not offered).
+    /// Listen address: unix:PATH, a unix socket. TCP is not offered.
     #[arg(long, value_name = "unix:PATH")]
     pub nbd: String,
     /// Export read-only; the disk is opened read-only as well.
@@ -50,8 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let served = serve(disk.clone(), &socket, opts);
-    let disk = Arc::try_unwrap(disk)
-        .map_err(|_| anyhow::anyhow!("the NBD server still holds the disk after shutdown"))?;
+    let disk = Arc::try_unwrap(disk).map_err(|_| {
+        anyhow::anyhow!("closing the disk failed: NBD connections still use it after shutdown")
+    })?;
     let closed = disk
         .close()
         .with_context(|| format!("close disk {}", args.disk.display()));

@@ -77,7 +77,7 @@ impl Served {
         }
     }
 
-    /// The URI qemu tools take for the default export.
+    /// Returns the URI of the default export for qemu tools.
     pub fn uri(&self) -> String {
         format!("nbd+unix:///?socket={}", self.socket.display())
     }

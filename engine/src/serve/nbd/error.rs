@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::{ErrorKind, HasKind};
 
-/// Why the NBD server could not start or stopped with a failure.
+/// A failure that kept the NBD server from starting or ended it.
 ///
 /// Failures of single connections or requests are not errors of the
 /// server: they go to the client as NBD error values and into the log.

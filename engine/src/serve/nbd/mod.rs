@@ -4,7 +4,7 @@
 //!
 //! It speaks the fixed newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`,
 //! `NBD_OPT_LIST`, `NBD_OPT_ABORT` and the old `NBD_OPT_EXPORT_NAME`) and
-//! answers every request with a simple reply; structured replies, block
+//! sends a simple reply to every request. Structured replies, block
 //! status and TLS are not offered. Each connection has its own thread and
 //! handles its requests in order. [`NbdServer::run`] returns after a
 //! [`ShutdownHandle::shutdown`] or a SIGTERM/SIGINT (see
@@ -39,9 +39,9 @@ pub use error::NbdError;
 use super::backend::BlockBackend;
 use super::error::error_chain;
 
-/// Largest READ, WRITE or WRITE_ZEROES length, 32 MiB: the limit the
-/// protocol tells clients to stay under when no block size is
-/// advertised, and the maximum this server advertises.
+/// Maximum READ, WRITE or WRITE_ZEROES length, 32 MiB. The protocol
+/// recommends this limit to clients when no block size is advertised,
+/// and this server advertises it as its maximum block size.
 pub const MAX_PAYLOAD: u32 = 32 << 20;
 
 /// Preferred block size advertised to clients.
@@ -71,7 +71,7 @@ pub struct NbdStats {
     pub connections: u64,
     /// Transmission requests received, `NBD_CMD_DISC` included.
     pub requests: u64,
-    /// Requests answered with an error.
+    /// Requests that failed with an NBD error value.
     pub failed_requests: u64,
 }
 
@@ -92,9 +92,9 @@ impl Export {
         name.is_empty() || name == self.name
     }
 
-    /// The transmission flags. `NBD_FLAG_CAN_MULTI_CONN` is correct
-    /// because every connection uses the same backend with no cache of
-    /// its own, and a backend flush covers every completed write.
+    /// Returns the transmission flags. `NBD_FLAG_CAN_MULTI_CONN` is
+    /// correct because every connection uses the same backend with no
+    /// cache of its own, and a backend flush covers every completed write.
     fn transmission_flags(&self) -> u16 {
         let common = proto::FLAG_HAS_FLAGS
             | proto::FLAG_SEND_FLUSH
@@ -125,7 +125,7 @@ impl Shared {
     }
 
     /// Stops every connection from reading new requests. Requests that a
-    /// client has sent already are still read, handled and answered.
+    /// client has sent already are still read, handled and replied to.
     fn stop(&self) {
         let clients = self.clients();
         self.stopping.store(true, Ordering::Release);
@@ -144,7 +144,7 @@ impl ShutdownHandle {
     /// connection has ended and the backend is flushed.
     pub fn shutdown(&self) {
         self.0.stopping.store(true, Ordering::Release);
-        // A full pipe already holds a wake-up, so EAGAIN is fine.
+        // A full pipe already contains a wake-up, so EAGAIN is fine.
         let _ = nix::unistd::write(&self.0.wake, &[1]);
     }
 }
@@ -190,7 +190,7 @@ impl std::fmt::Debug for NbdServer {
 
 impl NbdServer {
     /// Binds `socket_path`. A socket file left by a dead server is
-    /// replaced; a path where a server still listens, or that is not a
+    /// replaced. A path where a server still listens, or that is not a
     /// socket, is an error.
     pub fn bind(
         backend: Arc<dyn BlockBackend>,
@@ -347,8 +347,8 @@ pub fn serve_nbd(
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread and in the threads it
-/// starts afterwards, so that they wait for [`NbdServer::run`] to read
-/// them; returns the blocked set.
+/// starts afterwards, so that the signals wait for [`NbdServer::run`].
+/// Returns the blocked set.
 pub fn block_shutdown_signals() -> Result<SigSet, NbdError> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
@@ -408,7 +408,7 @@ impl AcceptLoop<'_> {
             Err(e) if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::Interrupted) => {
                 return Ok(());
             }
-            // The client gave up before the accept; nothing to serve.
+            // The client gave up before the accept, so there is nothing to serve.
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => return Ok(()),
             Err(e) => return Err(self.socket_error("accept on", e)),
         };

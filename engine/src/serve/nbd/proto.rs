@@ -108,7 +108,7 @@ pub const EINVAL: u32 = 22;
 /// No space left on device.
 pub const ENOSPC: u32 = 28;
 
-/// Longest export name or description the protocol allows, in bytes.
+/// Maximum length of an export name or description, in bytes.
 pub const MAX_STRING: usize = 4096;
 
 /// The server greeting of the fixed newstyle handshake (18 bytes).

@@ -17,8 +17,8 @@ use super::{Export, Shared};
 /// request fits easily.
 const MAX_OPTION_DATA: u32 = 64 * 1024;
 
-/// Why a connection ended before the client disconnected cleanly. These
-/// go to the log only.
+/// The reason a connection ended before the client disconnected cleanly.
+/// These go to the log only.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SessionError {
     /// Reading or writing the socket failed, or the client hung up in the
@@ -60,7 +60,7 @@ pub(super) enum SessionError {
     },
 }
 
-/// What the handshake ended in.
+/// The outcome of the handshake.
 enum Negotiated {
     /// The client chose the export; transmission starts.
     Transmit,
@@ -143,7 +143,7 @@ impl Handshake<'_> {
         Ok(Some((option, data)))
     }
 
-    /// Answers one option; `Some` when the handshake is over.
+    /// Replies to one option. Returns `Some` when the handshake is over.
     fn handle_option(
         &mut self,
         option: u32,
@@ -217,7 +217,7 @@ impl Handshake<'_> {
         self.reply(proto::OPT_LIST, proto::REP_ACK, &[])
     }
 
-    /// Answers `NBD_OPT_INFO` and `NBD_OPT_GO`, which share their format.
+    /// Replies to `NBD_OPT_INFO` and `NBD_OPT_GO`, which share their format.
     fn info(&mut self, option: u32, data: &[u8]) -> Result<Option<Negotiated>, SessionError> {
         let Some(request) = InfoRequest::parse(data) else {
             let message = "malformed NBD_OPT_INFO or NBD_OPT_GO data";

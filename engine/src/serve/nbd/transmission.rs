@@ -27,7 +27,7 @@ const KEEP_BUFFER: usize = 1 << 20;
 /// (0 for commands without data), or an NBD error value.
 type Outcome = Result<usize, u32>;
 
-/// What a request leads to.
+/// The step after a request.
 enum Next {
     /// Send the reply and read the next request.
     Reply(Outcome),
@@ -258,8 +258,8 @@ impl<'a> Transmission<'a> {
         Ok(())
     }
 
-    /// Rejects a range that does not lie inside the export with `error`:
-    /// the protocol asks for `ENOSPC` on writes and `EINVAL` otherwise.
+    /// Rejects a range that does not lie inside the export with `error`.
+    /// The protocol requests `ENOSPC` for writes and `EINVAL` otherwise.
     fn check_range(&self, offset: u64, length: u32, error: u32) -> Result<(), u32> {
         match offset.checked_add(u64::from(length)) {
             Some(end) if end <= self.size => Ok(()),
@@ -330,7 +330,7 @@ fn errno_of(error: &BackendError) -> u32 {
     while let Some(current) = cause {
         if let Some(io_error) = current.downcast_ref::<io::Error>() {
             match io_error.raw_os_error() {
-                // The protocol asks to report EDQUOT and EFBIG as ENOSPC.
+                // The protocol requests EDQUOT and EFBIG as ENOSPC.
                 Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => return proto::ENOSPC,
                 Some(libc::EPERM | libc::EROFS | libc::EACCES) => return proto::EPERM,
                 _ => {}
