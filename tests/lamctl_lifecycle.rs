@@ -11,13 +11,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::Home;
+
+// Cgroups are named after the CTID host-wide (`lamina/CTID`), so each
+// test that starts a container uses a CTID no other test uses.
 use lamina_engine::container::backend::{self, RunState};
 use lamina_engine::container::ctid::Ctid;
 
 /// Returns the host PID of the container's init.
 fn init_pid(home: &Home, ctid: &str) -> i32 {
     let id = Ctid::parse(ctid).unwrap();
-    let state_dir = home.path().join("run").join(ctid);
+    let state_dir = home.path().join("run/containers").join(ctid);
     match backend::status(id, &state_dir).expect("runtime status") {
         RunState::Running { init_pid, .. } => init_pid,
         RunState::Stopped => panic!("container {ctid} is not running"),
@@ -47,6 +50,15 @@ fn memory_limit_file(pid: i32) -> PathBuf {
     panic!("no memory cgroup for pid {pid}: {text}");
 }
 
+/// Returns the `{UUID}` that `lamctl snapshot` printed.
+fn snapshot_id(output: &str) -> String {
+    let start = output
+        .find('{')
+        .unwrap_or_else(|| panic!("no UUID in {output:?}"));
+    let end = output.find('}').unwrap();
+    output[start..=end].to_string()
+}
+
 fn df_kb(home: &Home, ctid: &str) -> u64 {
     let out = home.ok(&["exec", ctid, "df", "-k", "/"]);
     let line = out
@@ -69,47 +81,50 @@ fn has_cap_sys_resource() -> bool {
 #[test]
 fn busybox_container_lifecycle() {
     let home = Home::new();
-    home.create("101", &["--hostname", "ct101", "--config", "vswap-256m"]);
+    home.create("71001", &["--hostname", "ct101", "--config", "vswap-256m"]);
 
-    home.ok(&["start", "101"]);
+    home.ok(&["start", "71001"]);
     assert_eq!(
-        home.ok(&["status", "101"]),
-        "CTID 101 exist mounted running\n"
+        home.ok(&["status", "71001"]),
+        "CTID 71001 exist mounted running\n"
     );
-    assert_eq!(home.ok(&["exec", "101", "cat", "/etc/hostname"]), "ct101\n");
-    assert_eq!(home.ok(&["exec", "101", "hostname"]), "ct101\n");
+    assert_eq!(
+        home.ok(&["exec", "71001", "cat", "/etc/hostname"]),
+        "ct101\n"
+    );
+    assert_eq!(home.ok(&["exec", "71001", "hostname"]), "ct101\n");
 
     // exec exits 8 on failure, exec2 with the command's status.
-    assert_eq!(home.fails(&["exec", "101", "false"]).0, 8);
-    assert_eq!(home.fails(&["exec2", "101", "exit", "3"]).0, 3);
+    assert_eq!(home.fails(&["exec", "71001", "false"]).0, 8);
+    assert_eq!(home.fails(&["exec2", "71001", "exit", "3"]).0, 3);
 
     let list = home.ok(&["list", "-H"]);
     assert!(list.contains("running"), "{list}");
-    assert!(list.trim_start().starts_with("101"), "{list}");
+    assert!(list.trim_start().starts_with("71001"), "{list}");
 
     // Live --ram changes the cgroup's limit.
-    let pid = init_pid(&home, "101");
+    let pid = init_pid(&home, "71001");
     let limit_file = memory_limit_file(pid);
     assert_eq!(
         fs::read_to_string(&limit_file).unwrap().trim(),
         (256u64 << 20).to_string()
     );
-    home.ok(&["set", "101", "--ram", "512M"]);
+    home.ok(&["set", "71001", "--ram", "512M"]);
     assert_eq!(
         fs::read_to_string(&limit_file).unwrap().trim(),
         (512u64 << 20).to_string()
     );
 
     // Online grow, seen by df inside.
-    let before = df_kb(&home, "101");
-    let grow = home.lamctl(&["set", "101", "--diskspace", "512M", "--save"]);
+    let before = df_kb(&home, "71001");
+    let grow = home.lamctl(&["set", "71001", "--diskspace", "512M", "--save"]);
     if has_cap_sys_resource() {
         assert!(
             grow.status.success(),
             "{}",
             String::from_utf8_lossy(&grow.stderr)
         );
-        let after = df_kb(&home, "101");
+        let after = df_kb(&home, "71001");
         assert!(
             after > before + 200 * 1024,
             "df inside: {before} KB -> {after} KB"
@@ -120,16 +135,15 @@ fn busybox_container_lifecycle() {
     }
 
     // A snapshot mounted for backup while the container keeps writing.
-    home.ok(&["exec", "101", "sh", "-c", "'echo old > /root/data; sync'"]);
-    home.ok(&["snapshot", "101", "--name", "backup"]);
-    home.ok(&["exec", "101", "sh", "-c", "'echo new > /root/data; sync'"]);
-    let ids = home.ok(&["snapshot-list", "101", "-H", "-o", "uuid"]);
-    let snap = ids.lines().next().unwrap().trim().to_string();
+    home.ok(&["exec", "71001", "sh", "-c", "'echo old > /root/data; sync'"]);
+    let created = home.ok(&["snapshot", "71001", "--name", "backup"]);
+    let snap = snapshot_id(&created);
+    home.ok(&["exec", "71001", "sh", "-c", "'echo new > /root/data; sync'"]);
     let target = tempfile::tempdir().unwrap();
     let target_arg = target.path().to_str().unwrap();
     home.ok(&[
         "snapshot-mount",
-        "101",
+        "71001",
         "--id",
         &snap,
         "--target",
@@ -139,23 +153,23 @@ fn busybox_container_lifecycle() {
         fs::read_to_string(target.path().join("root/data")).unwrap(),
         "old\n"
     );
-    assert_eq!(home.ok(&["exec", "101", "cat", "/root/data"]), "new\n");
-    home.ok(&["snapshot-umount", "101", "--id", &snap]);
+    assert_eq!(home.ok(&["exec", "71001", "cat", "/root/data"]), "new\n");
+    home.ok(&["snapshot-umount", "71001", "--id", &snap]);
 
-    home.ok(&["stop", "101"]);
+    home.ok(&["stop", "71001"]);
     assert_eq!(
-        home.ok(&["status", "101"]),
-        "CTID 101 exist unmounted down\n"
+        home.ok(&["status", "71001"]),
+        "CTID 71001 exist unmounted down\n"
     );
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "init survived the stop"
     );
 
-    home.ok(&["destroy", "101"]);
+    home.ok(&["destroy", "71001"]);
     assert_eq!(
-        home.ok(&["status", "101"]),
-        "CTID 101 deleted unmounted down\n"
+        home.ok(&["status", "71001"]),
+        "CTID 71001 deleted unmounted down\n"
     );
     home.assert_clean();
 }
@@ -163,25 +177,25 @@ fn busybox_container_lifecycle() {
 #[test]
 fn running_container_rejects_start_destroy_umount() {
     let home = Home::new();
-    home.create("101", &[]);
-    home.ok(&["start", "101"]);
+    home.create("71002", &[]);
+    home.ok(&["start", "71002"]);
     let before = home.files();
 
     for (args, code) in [
-        (&["start", "101"][..], 32),
-        (&["destroy", "101"], 32),
-        (&["umount", "101"], 32),
+        (&["start", "71002"][..], 32),
+        (&["destroy", "71002"], 32),
+        (&["umount", "71002"], 32),
     ] {
         let (actual, stderr) = home.fails(args);
         assert_eq!(actual, code, "lamctl {args:?}: {stderr}");
         assert_eq!(home.files(), before, "lamctl {args:?} changed the home");
     }
     assert_eq!(
-        home.ok(&["status", "101"]),
-        "CTID 101 exist mounted running\n"
+        home.ok(&["status", "71002"]),
+        "CTID 71002 exist mounted running\n"
     );
 
-    home.ok(&["stop", "--fast", "101"]);
-    assert_eq!(home.fails(&["exec", "101", "true"]).0, 31);
+    home.ok(&["stop", "--fast", "71002"]);
+    assert_eq!(home.fails(&["exec", "71002", "true"]).0, 31);
     home.assert_clean();
 }

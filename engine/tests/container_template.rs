@@ -20,6 +20,8 @@ fn make_source(dir: &Path) {
     std::os::unix::fs::symlink("/etc/owned", dir.join("etc/abs-link")).unwrap();
     xattr::set(dir.join("etc/sub"), "user.lamina", b"kept").unwrap();
     xattr::set(dir.join("etc/owned"), "user.lamina", b"file").unwrap();
+    // Binary values such as POSIX ACLs may contain newline bytes.
+    xattr::set(dir.join("etc/sub"), "user.binary", b"\x02\n\x00\xff").unwrap();
 
     fs::create_dir(dir.join("dev")).unwrap();
     let status = Command::new("mknod")
@@ -72,6 +74,10 @@ fn check_tree(root: &Path) {
     assert_eq!(
         xattr::get(root.join("etc/sub"), "user.lamina").unwrap(),
         Some(b"kept".to_vec())
+    );
+    assert_eq!(
+        xattr::get(root.join("etc/sub"), "user.binary").unwrap(),
+        Some(b"\x02\n\x00\xff".to_vec())
     );
     assert_eq!(
         xattr::get(root.join("etc/owned"), "user.lamina").unwrap(),

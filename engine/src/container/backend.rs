@@ -5,12 +5,14 @@
 //! with the [`Stage`] that selects vzctl's exit code.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::ctid::Ctid;
 use super::error::{ContainerError, Stage};
 use super::resources::Resources;
+use super::runtime;
 use crate::error::ErrorKind;
 use crate::{image, serve};
 
@@ -101,10 +103,14 @@ pub fn mount(request: &MountRequest<'_>) -> Result<(), ContainerError> {
     } else {
         Stage::Mount
     };
+    // A snapshot of a mounted ext4 was frozen, so its journal is flushed,
+    // but its superblock may still carry the needs-recovery flag, which a
+    // read-only device cannot clear; `noload` mounts it without replay.
+    let fs_options = request.snapshot.map(|_| "noload".to_string());
     let opts = serve::MountOptions {
         read_only: request.snapshot.is_some(),
         snapshot: request.snapshot.map(|id| id.to_string()),
-        fs_options: None,
+        fs_options,
     };
     serve::mount(request.disk, request.target, &opts).map_err(ContainerError::backend(stage))?;
     Ok(())
@@ -249,45 +255,70 @@ pub fn snapshot_switch(disk: &Path, id: Uuid) -> Result<(), ContainerError> {
 
 /// Starts the container's init in new namespaces and a cgroup.
 pub fn start(request: &StartRequest<'_>) -> Result<(), ContainerError> {
-    let _ = request;
-    Err(unavailable(Stage::Start, "the container runtime"))
+    let mut spec =
+        runtime::StartSpec::new(&request.ctid.to_string(), request.root, request.state_dir);
+    spec.hostname = request.hostname.map(str::to_string);
+    spec.limits = limits_of(&request.resources);
+    spec.wait = request.wait;
+    runtime::start(&spec).map_err(ContainerError::backend(Stage::Start))?;
+    Ok(())
+}
+
+fn limits_of(resources: &Resources) -> runtime::Limits {
+    runtime::Limits {
+        ram: resources.ram,
+        swap: resources.swap,
+        cpus: resources.cpus,
+        cpulimit: resources.cpulimit,
+        cpuunits: resources.cpuunits,
+        numproc: resources.numproc,
+    }
 }
 
 /// Stops the container: init shutdown, then a kill of the whole cgroup after
 /// `timeout` seconds (at once with `fast`).
 pub fn stop(ctid: Ctid, state_dir: &Path, timeout: u64, fast: bool) -> Result<(), ContainerError> {
-    let _ = (ctid, state_dir, timeout, fast);
-    Err(unavailable(Stage::Stop, "the container runtime"))
+    let timeout = Duration::from_secs(timeout);
+    runtime::stop(&ctid.to_string(), state_dir, timeout, fast)
+        .map_err(ContainerError::backend(Stage::Stop))
 }
 
 /// Returns whether the container runs.
 pub fn status(ctid: Ctid, state_dir: &Path) -> Result<RunState, ContainerError> {
-    let _ = (ctid, state_dir);
-    // TODO: ask the namespace runtime once it exists; until then no container can run.
-    Ok(RunState::Stopped)
+    let status = runtime::status(&ctid.to_string(), state_dir)
+        .map_err(ContainerError::backend(Stage::Start))?;
+    Ok(match status {
+        runtime::Status::Running { init_pid, nproc } => RunState::Running { init_pid, nproc },
+        runtime::Status::Stopped => RunState::Stopped,
+    })
 }
 
 /// Runs `argv` inside the container and returns its exit status.
 pub fn exec(ctid: Ctid, state_dir: &Path, argv: &[String]) -> Result<i32, ContainerError> {
-    let _ = (ctid, state_dir, argv);
-    Err(unavailable(Stage::Exec, "the container runtime"))
+    let opts = runtime::ExecOptions::default();
+    runtime::exec(&ctid.to_string(), state_dir, argv, &opts)
+        .map_err(ContainerError::backend(Stage::Exec))
 }
 
-/// Opens a shell inside the container on a new pty; `command` is typed
-/// into it first. Returns the shell's exit status.
-pub fn enter(ctid: Ctid, state_dir: &Path, command: Option<&str>) -> Result<i32, ContainerError> {
-    let _ = (ctid, state_dir, command);
-    Err(unavailable(Stage::Exec, "the container runtime"))
+/// Opens a login shell inside the container on a new pty, or runs
+/// `command` there. Returns the exit status.
+pub fn enter(
+    ctid: Ctid,
+    state_dir: &Path,
+    command: Option<&[String]>,
+) -> Result<i32, ContainerError> {
+    runtime::enter(&ctid.to_string(), state_dir, command)
+        .map_err(ContainerError::backend(Stage::Exec))
 }
 
 /// Applies limits to the running container's cgroup.
 pub fn apply_limits(ctid: Ctid, resources: &Resources) -> Result<(), ContainerError> {
-    let _ = (ctid, resources);
-    Err(unavailable(Stage::SetParams, "the container runtime"))
+    runtime::apply_limits(&ctid.to_string(), &limits_of(resources))
+        .map_err(ContainerError::backend(Stage::SetParams))
 }
 
 /// Sets the hostname inside the running container's UTS namespace.
 pub fn set_hostname(ctid: Ctid, state_dir: &Path, hostname: &str) -> Result<(), ContainerError> {
-    let _ = (ctid, state_dir, hostname);
-    Err(unavailable(Stage::SetParams, "the container runtime"))
+    runtime::set_hostname(&ctid.to_string(), state_dir, hostname)
+        .map_err(ContainerError::backend(Stage::SetParams))
 }

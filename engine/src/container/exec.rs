@@ -43,10 +43,16 @@ pub fn exec(layout: &Layout, ctid: Ctid, args: &[String]) -> Result<i32, Contain
     backend::exec(ctid, &container.state_dir(), &shell_argv(args))
 }
 
-/// Opens a shell in container `ctid`; `command` is typed into it first.
-pub fn enter(layout: &Layout, ctid: Ctid, command: Option<&str>) -> Result<i32, ContainerError> {
+/// Opens a login shell in container `ctid` on a new pty, or runs
+/// `command` there through `/bin/sh -c`.
+pub fn enter(
+    layout: &Layout,
+    ctid: Ctid,
+    command: Option<&[String]>,
+) -> Result<i32, ContainerError> {
     let container = running(layout, ctid)?;
-    backend::enter(ctid, &container.state_dir(), command)
+    let argv = command.map(shell_argv);
+    backend::enter(ctid, &container.state_dir(), argv.as_deref())
 }
 
 #[cfg(test)]

@@ -136,9 +136,11 @@ impl Layout {
         self.lock_dir.join(format!("{ctid}.lck"))
     }
 
-    /// Returns the runtime state directory of `ctid`.
+    /// Returns the runtime state directory of `ctid`. It sits one level
+    /// below the run directory, whose direct subdirectories belong to the
+    /// image server's mounts.
     pub fn state_dir(&self, ctid: Ctid) -> PathBuf {
-        self.run_dir.join(ctid.to_string())
+        self.run_dir.join("containers").join(ctid.to_string())
     }
 
     /// Resolves the private area and mount point of `ctid` from its config
@@ -281,7 +283,7 @@ mod tests {
         assert_eq!(layout.template_cache(), h.join("template/cache"));
         assert_eq!(layout.conf_file(ct(101)), h.join("conf/101.conf"));
         assert_eq!(layout.lock_file(ct(101)), h.join("lock/101.lck"));
-        assert_eq!(layout.state_dir(ct(101)), h.join("run/101"));
+        assert_eq!(layout.state_dir(ct(101)), h.join("run/containers/101"));
         assert_eq!(layout.global_path, h.join("lamina.conf"));
     }
 

@@ -24,5 +24,6 @@ pub mod set;
 pub mod snapshot;
 pub mod template;
 pub mod units;
+pub mod xattrs;
 
 pub use error::{ContainerError, Stage};

@@ -70,7 +70,25 @@ fn save_config_copy(container: &Container, id: Uuid) -> Result<(), ContainerErro
 pub fn list(layout: &Layout, ctid: Ctid) -> Result<Vec<SnapshotEntry>, ContainerError> {
     let container = Container::load(layout, ctid)?;
     container.require_private()?;
-    backend::snapshots(&container.paths.disk)
+    Ok(tree_order(backend::snapshots(&container.paths.disk)?))
+}
+
+/// Orders snapshots as vzctl lists them: every parent before its children,
+/// siblings by creation time.
+pub fn tree_order(mut entries: Vec<SnapshotEntry>) -> Vec<SnapshotEntry> {
+    entries.sort_by_key(|e| (e.created, e.uuid));
+    let mut ordered: Vec<SnapshotEntry> = Vec::with_capacity(entries.len());
+    while !entries.is_empty() {
+        let ready = entries.iter().position(|e| {
+            e.parent.is_none_or(|p| {
+                ordered.iter().any(|o| o.uuid == p) || !entries.iter().any(|x| x.uuid == p)
+            })
+        });
+        // A cycle cannot come from the engine; list the rest as they are.
+        let index = ready.unwrap_or(0);
+        ordered.push(entries.remove(index));
+    }
+    ordered
 }
 
 fn require_known(container: &Container, id: Uuid) -> Result<SnapshotEntry, ContainerError> {
@@ -166,6 +184,35 @@ pub fn umount(layout: &Layout, ctid: Ctid, id: Uuid) -> Result<(), ContainerErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(uuid: Uuid, parent: Option<Uuid>, created: u64) -> SnapshotEntry {
+        SnapshotEntry {
+            uuid,
+            parent,
+            current: false,
+            created,
+            name: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn parents_come_before_children() {
+        let (a, b, c, d) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let input = vec![
+            entry(c, Some(b), 1),
+            entry(b, Some(a), 5),
+            entry(d, Some(a), 3),
+            entry(a, None, 9),
+        ];
+        let order: Vec<Uuid> = tree_order(input).iter().map(|e| e.uuid).collect();
+        assert_eq!(order, [a, d, b, c]);
+    }
 
     #[test]
     fn ids_with_and_without_braces() {

@@ -15,6 +15,8 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{Gid, Uid, chown};
 use tar::EntryType;
 
+use super::xattrs;
+
 use crate::error::{ErrorKind, HasKind};
 
 /// Template file suffixes, in lookup order.
@@ -108,10 +110,17 @@ pub fn extract(template: &Path, root: &Path) -> Result<(), TemplateError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
-    archive.set_unpack_xattrs(true);
+    // Extended attributes come from a pass of their own (see xattrs.rs),
+    // because the tar crate drops values that contain a newline byte.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
 
-    let extractor = Extractor { template, root };
+    let xattrs = xattrs::collect(open_decoder(template).map_err(read_err)?).map_err(read_err)?;
+    let extractor = Extractor {
+        template,
+        root,
+        xattrs: &xattrs,
+    };
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
         extractor.extract_entry(&mut entry)?;
@@ -120,6 +129,14 @@ pub fn extract(template: &Path, root: &Path) -> Result<(), TemplateError> {
 }
 
 /// Opens the tarball with the decoder its magic bytes call for.
+fn apply_xattrs(path: &Path, attrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    for (name, value) in attrs {
+        xattr::set(path, std::ffi::OsStr::from_bytes(name), value)?;
+    }
+    Ok(())
+}
+
 fn open_decoder(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut file = BufReader::new(fs::File::open(path)?);
     let mut magic = [0u8; 6];
@@ -146,6 +163,7 @@ fn open_decoder(path: &Path) -> io::Result<Box<dyn Read>> {
 struct Extractor<'a> {
     template: &'a Path,
     root: &'a Path,
+    xattrs: &'a xattrs::XattrMap,
 }
 
 impl Extractor<'_> {
@@ -176,37 +194,12 @@ impl Extractor<'_> {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.make_node(entry, &relative).map_err(member_err)
             }
-            EntryType::Directory => {
-                entry.unpack_in(self.root).map_err(member_err)?;
-                self.set_dir_xattrs(entry, &relative).map_err(member_err)
-            }
             _ => entry.unpack_in(self.root).map(|_| ()).map_err(member_err),
-        }
-    }
-
-    /// Applies a directory's extended attributes: the `tar` crate unpacks
-    /// them for files only. GNU tar stores each as a `SCHILY.xattr.NAME`
-    /// PAX record.
-    fn set_dir_xattrs<R: Read>(
-        &self,
-        entry: &mut tar::Entry<'_, R>,
-        relative: &Path,
-    ) -> io::Result<()> {
-        let Some(extensions) = entry.pax_extensions()? else {
-            return Ok(());
-        };
-        let path = self.root.join(relative);
-        for extension in extensions {
-            let extension = extension?;
-            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            use std::os::unix::ffi::OsStrExt;
-            xattr::set(
-                &path,
-                std::ffi::OsStr::from_bytes(name),
-                extension.value_bytes(),
-            )?;
+        }?;
+        if entry_type != EntryType::Symlink
+            && let Some(attrs) = self.xattrs.get(&relative)
+        {
+            apply_xattrs(&self.root.join(&relative), attrs).map_err(member_err)?;
         }
         Ok(())
     }
