@@ -195,6 +195,31 @@ fn serve_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn serve_snapshot_next_to_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = new_disk(tmp.path());
+    let writer = Disk::open(&disk, Access::ReadWrite).unwrap();
+    writer.write_at(&[0x01; 4096], 0).unwrap();
+    writer.snapshot(Some("before"), None).unwrap();
+    writer.write_at(&[0x02; 4096], 0).unwrap();
+
+    // The snapshot export works while the writer has the disk open.
+    let socket = tmp.path().join("nbd.sock");
+    let server = Server::start(&disk, &socket, &["--snapshot", "before"]);
+    let read = qemu_io(&server.uri(), true, &["read -P 0x01 0 4096"]);
+    let stdout = String::from_utf8_lossy(&read.stdout);
+    assert!(read.status.success(), "{read:?}");
+    assert!(!stdout.contains("Pattern verification failed"), "{stdout}");
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{stderr}");
+
+    let mut buf = [0u8; 4096];
+    writer.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [0x02; 4096], "the top is untouched");
+    writer.close().unwrap();
+}
+
+#[test]
 fn serve_read_only_rejects_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = new_disk(tmp.path());

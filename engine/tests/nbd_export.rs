@@ -277,3 +277,46 @@ fn two_clients_at_once() {
     let stats = served.stop().unwrap();
     assert_eq!(stats.failed_requests, 0, "{stats:?}");
 }
+
+/// Unmounts a tmpfs on drop, so a failing test leaves no mount.
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_host_filesystem_gives_enospc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _guard = TmpfsGuard(mnt.clone());
+
+    // A 16 MiB sparse file on a 1 MiB filesystem.
+    let image = mnt.join("image.raw");
+    sparse_file(&image, 16 * MIB);
+    let backend = Arc::new(RawFile::open(&image, true).unwrap());
+    let served = Served::start(backend, &tmp.path().join("nbd.sock"), NbdOptions::default());
+
+    let (mut client, _, _) = RawClient::go(&served.socket);
+    let data = vec![0x3cu8; 4 << 20];
+    let reply = client.request(CMD_WRITE, 0, 0, 4 << 20, &data);
+    assert_eq!(reply.error, ENOSPC);
+    drop(client);
+
+    let output = qemu_io_output(&served.uri(), false, &["write -P 0x3c 8M 4M"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+    qemu_io(
+        &served.uri(),
+        &["write -P 0x3d 0 64k", "read -P 0x3d 0 64k"],
+    );
+}
