@@ -88,7 +88,7 @@ pub struct BatPage {
 }
 
 impl BatPage {
-    /// A page whose entries are all absent.
+    /// Returns a page whose entries are all absent.
     pub fn empty(index: u64) -> BatPage {
         BatPage {
             index,
@@ -101,7 +101,7 @@ impl BatPage {
         self.index * ENTRIES_PER_PAGE as u64
     }
 
-    /// Whether every entry is absent.
+    /// Returns whether every entry is absent.
     pub fn is_empty(&self) -> bool {
         self.entries.iter().all(|e| *e == BatEntry::Absent)
     }

@@ -287,7 +287,11 @@ impl Disk {
 
     /// Opens a read-only view of the chain ending at a snapshot, named by
     /// UUID or name. Takes no lock and writes nothing, so it works while
-    /// another process has the disk open read-write.
+    /// another process has the disk open read-write. Snapshot deltas do
+    /// not change, so the view is stable.
+    ///
+    /// NOTE: naming the current top gives a view of a delta that is being
+    /// written; a BAT page read while it is rewritten can fail its CRC.
     pub fn open_snapshot(dir: &Path, id_or_name: &str) -> Result<Disk, ImageError> {
         Disk::open_snapshot_with(RealStorage::shared(), dir, id_or_name)
     }

@@ -306,6 +306,9 @@ fn fill_new_cluster(
     write(&image, start)
 }
 
+// TODO: freed clusters are never reused while the disk is open, so discard
+// and rewrite cycles grow the file until `compact`. Reuse needs a free list
+// that only hands out clusters whose freeing a flush has made durable.
 fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
     let physical = writer.next_physical.fetch_add(1, Ordering::Relaxed);
     if physical > MAX_PHYSICAL {
