@@ -1,8 +1,8 @@
 //! A container's whole life on the busybox template through `lamctl`:
 //! create, start, exec, live set --ram (the cgroup value changes), online
 //! --diskspace seen by df inside, a snapshot mounted for backup while the
-//! container runs, stop, and destroy; plus the bad inputs that need a
-//! running container. Runs as root.
+//! container runs, stop, and destroy. The bad inputs that need a running
+//! container are here as well. Runs as root.
 
 #[path = "lamctl_common.rs"]
 mod common;
@@ -27,7 +27,7 @@ fn init_pid(home: &Home, ctid: &str) -> i32 {
     }
 }
 
-/// Returns the file that holds the memory limit of `pid`'s cgroup, on
+/// Returns the file that contains the memory limit of `pid`'s cgroup, on
 /// cgroup v1 (`memory.limit_in_bytes`) or v2 (`memory.max`).
 fn memory_limit_file(pid: i32) -> PathBuf {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();

@@ -103,9 +103,9 @@ pub fn mount(request: &MountRequest<'_>) -> Result<(), ContainerError> {
     } else {
         Stage::Mount
     };
-    // A snapshot of a mounted ext4 was frozen, so its journal is flushed,
-    // but its superblock may still carry the needs-recovery flag, which a
-    // read-only device cannot clear; `noload` mounts it without replay.
+    // A snapshot of a mounted ext4 was frozen, so its journal is flushed.
+    // Its superblock may still carry the needs-recovery flag, which a
+    // read-only device cannot clear, so `noload` mounts it without replay.
     let fs_options = request.snapshot.map(|_| "noload".to_string());
     let opts = serve::MountOptions {
         read_only: request.snapshot.is_some(),
