@@ -122,6 +122,12 @@ impl ClusterMap {
         indexes
     }
 
+    /// Returns whether page `page` is held in memory.
+    pub fn has_page(&self, page: u64) -> bool {
+        let pages = self.pages.read().unwrap_or_else(|e| e.into_inner());
+        pages.contains_key(&page)
+    }
+
     /// Number of pages held in memory.
     pub fn page_count(&self) -> usize {
         self.pages.read().unwrap_or_else(|e| e.into_inner()).len()

@@ -111,9 +111,9 @@ impl Disk {
 
     /// Discards a range. Whole clusters of the top are freed and their
     /// space is punched out of the file. The entry becomes absent, or zero
-    /// when a lower delta has data for the cluster. The range reads as zeros afterwards,
-    /// as `fallocate(PUNCH_HOLE)` requires, so partial clusters at the ends
-    /// are zeroed like [`Disk::zero_range`] does.
+    /// when a lower delta has data for the cluster. The range reads as
+    /// zeros afterwards, as `fallocate(PUNCH_HOLE)` requires, so partial
+    /// clusters at the ends are zeroed like [`Disk::zero_range`] does.
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), ImageError> {
         self.clear_range(offset, len)
     }
@@ -149,10 +149,17 @@ impl Disk {
         }
 
         zero_partial(&state, writer, offset, first_whole * cluster_size)?;
-        // Only map pages with entries can hold clusters to clear, so a
-        // discard of a huge empty range costs nothing.
+        // Only map pages with entries can have clusters to clear, so visit
+        // those, or the range's pages when there are fewer of them.
         let per_page = ENTRIES_PER_PAGE as u64;
-        for page in state.map.pages() {
+        let range_pages = first_whole / per_page..(end_whole - 1) / per_page + 1;
+        let pages: Vec<u64> =
+            if range_pages.end - range_pages.start <= state.map.page_count() as u64 {
+                range_pages.filter(|p| state.map.has_page(*p)).collect()
+            } else {
+                state.map.pages()
+            };
+        for page in pages {
             let from = (page * per_page).max(first_whole);
             let to = ((page + 1) * per_page).min(end_whole);
             for cluster in from..to {
