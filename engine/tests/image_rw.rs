@@ -327,7 +327,7 @@ fn concurrent_writers_same_cluster() {
 }
 
 #[test]
-fn concurrent_io_during_snapshots() {
+fn concurrent_io_during_snapshot_and_grow() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = new_disk(tmp.path(), 16 * MIB, 64 * KIB);
     let disk = Arc::new(Disk::open(&dir, Access::ReadWrite).unwrap());
@@ -343,12 +343,15 @@ fn concurrent_io_during_snapshots() {
             })
         })
         .collect();
-    for _ in 0..10 {
+    for round in 1..=10u64 {
         disk.snapshot(None, None).unwrap();
+        disk.grow(16 * MIB + round * 8 * MIB).unwrap();
+        disk.flush().unwrap();
     }
     for writer in writers {
         writer.join().unwrap();
     }
+    assert_eq!(disk.virtual_size(), 96 * MIB);
     let all = read_all(&disk);
     for t in 0..4u64 {
         for i in 0..200u64 {
