@@ -471,3 +471,25 @@ fn bind_replaces_only_stale_socket() {
         "not a socket: left alone"
     );
 }
+
+#[test]
+fn shutdown_disconnects_stalled_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = raw_backend(tmp.path(), 64 * MIB);
+    let socket = tmp.path().join("nbd.sock");
+    let server = NbdServer::bind(backend, &socket, NbdOptions::default()).unwrap();
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.run());
+
+    // 64 reads of 1 MiB whose replies are never read: the server blocks
+    // writing the replies into the full socket buffer.
+    let (mut stalled, _, _) = RawClient::go(&socket);
+    for i in 0..64 {
+        stalled.send_request(CMD_READ, 0, i * MIB, 1 << 20, &[]);
+    }
+    handle.shutdown();
+
+    let stats = thread.join().unwrap().expect("shutdown completes");
+    assert_eq!(stats.connections, 1);
+    assert!(!socket.exists(), "socket file removed");
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -46,6 +47,13 @@ pub const MAX_PAYLOAD: u32 = 32 << 20;
 
 /// Preferred block size advertised to clients.
 const PREFERRED_BLOCK: u32 = 4096;
+
+/// How long shutdown waits for connections to finish the requests they
+/// have sent before it closes them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Pause after an accept that failed for lack of resources.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Connections served at once; more are closed right after accept, so a
 /// misbehaving client cannot make the server start threads without bound.
@@ -131,6 +139,19 @@ impl Shared {
         self.stopping.store(true, Ordering::Release);
         for stream in clients.values() {
             let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Closes every connection that is still open, which also ends a
+    /// reply blocked on a client that stopped reading.
+    fn disconnect_all(&self) {
+        let clients = self.clients();
+        for (id, stream) in clients.iter() {
+            tracing::warn!(
+                id,
+                "NBD client still connected after the grace period, disconnecting"
+            );
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -305,9 +326,7 @@ impl NbdServer {
         drop(listener);
         drop(socket);
         shared.stop();
-        for thread in threads {
-            let _ = thread.join();
-        }
+        wait_for_connections(&shared, threads);
 
         let flushed = if export.read_only {
             Ok(())
@@ -410,6 +429,19 @@ impl AcceptLoop<'_> {
             }
             // The client gave up before the accept, so there is nothing to serve.
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => return Ok(()),
+            // Out of descriptors or memory: the pending client waits in the
+            // backlog until a connection ends, and the pause keeps this
+            // loop from spinning on the still-readable listener.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                tracing::warn!(error = %e, "accepting an NBD connection failed, retrying");
+                std::thread::sleep(ACCEPT_RETRY_PAUSE);
+                return Ok(());
+            }
             Err(e) => return Err(self.socket_error("accept on", e)),
         };
         if self.shared.clients().len() >= MAX_CONNECTIONS {
@@ -461,6 +493,22 @@ impl AcceptLoop<'_> {
             path: self.socket.to_path_buf(),
             source,
         }
+    }
+}
+
+/// Waits for the connection threads. After [`SHUTDOWN_GRACE`] the
+/// remaining connections are closed, so that a client that stopped reading
+/// replies cannot hold the shutdown forever.
+fn wait_for_connections(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if threads.iter().any(|t| !t.is_finished()) {
+        shared.disconnect_all();
+    }
+    for thread in threads {
+        let _ = thread.join();
     }
 }
 
