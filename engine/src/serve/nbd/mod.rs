@@ -1,6 +1,6 @@
 //! An NBD server on a unix socket that exports one [`BlockBackend`], so
-//! that `qemu-img`, `qemu-io` or the kernel's NBD client can read and
-//! write a disk.
+//! that NBD clients such as `qemu-img` and `qemu-io` can read and write a
+//! disk.
 //!
 //! It speaks the fixed newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`,
 //! `NBD_OPT_LIST`, `NBD_OPT_ABORT` and the old `NBD_OPT_EXPORT_NAME`) and
