@@ -4,3 +4,5 @@
 pub mod exit;
 pub mod lamctl;
 pub mod lamina;
+pub mod size;
+pub mod table;
