@@ -13,7 +13,7 @@ use super::disk::{Disk, Layer, State, Writer};
 use super::error::ImageError;
 use super::map::Mapping;
 use super::map::in_cluster;
-use super::rw::flush_state;
+use super::rw::{allocate, flush_state};
 use super::store;
 
 impl Disk {
@@ -226,7 +226,7 @@ fn relocate_clusters(state: &State, old_data: u64, new_data: u64) -> Result<(), 
         if !(first..end).contains(&physical) {
             continue;
         }
-        let target = writer.next_physical.fetch_add(1, Ordering::Relaxed);
+        let target = allocate(state, writer)?;
         delta
             .file()
             .read_at(&mut buf, physical * cluster_size)

@@ -316,9 +316,12 @@ fn fill_new_cluster(
 // TODO: freed clusters are never reused while the disk is open, so discard
 // and rewrite cycles grow the file until `compact`. Reuse needs a free list
 // that only hands out clusters whose freeing a flush has made durable.
-fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
+pub(super) fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
     let physical = writer.next_physical.fetch_add(1, Ordering::Relaxed);
-    if physical > MAX_PHYSICAL {
+    // Keep the cluster's end inside what an entry, the map and an off_t
+    // (i64) can address.
+    let limit = (i64::MAX.unsigned_abs() / state.cluster_size() - 1).min(MAX_PHYSICAL);
+    if physical > limit {
         return Err(ImageError::DeltaFull {
             path: state.top().delta.path().to_path_buf(),
         });
