@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 const CLUSTER: u64 = 64 << 10;
 const START_SIZE: u64 = 16 * CLUSTER;
-/// One 64 KiB cluster holds the header and 15 BAT pages, 7665 entries.
+/// One 64 KiB cluster has room for the header and 15 BAT pages, 7665
+/// entries.
 /// Growing past that moves the first data clusters.
 const BIG_GROW: u64 = 8000;
 

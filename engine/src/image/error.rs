@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{ErrorKind, HasKind};
 
-/// Why an image operation failed.
+/// Failure of an image operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// A system call on a file or directory failed.
@@ -27,7 +27,7 @@ pub enum ImageError {
     Format {
         /// The delta file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The validation failure.
         #[source]
         source: FormatError,
     },
@@ -36,14 +36,14 @@ pub enum ImageError {
     Descriptor {
         /// The descriptor file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The validation failure.
         #[source]
         source: DescriptorError,
     },
     /// The creation options are invalid.
     #[error("invalid disk geometry")]
     InvalidGeometry {
-        /// What is wrong with them.
+        /// The validation failure.
         #[source]
         source: FormatError,
     },
@@ -53,7 +53,7 @@ pub enum ImageError {
         /// The disk directory.
         dir: PathBuf,
     },
-    /// The directory holds no disk.
+    /// The directory contains no disk.
     #[error("no disk at {dir}: {descriptor} is missing")]
     DiskNotFound {
         /// The disk directory.

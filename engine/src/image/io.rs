@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, Flock, FlockArg};
 use nix::unistd::Whence;
 
-/// How [`Storage::open`] opens a file.
+/// Open mode of [`Storage::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
     /// An existing file, read-only.
@@ -27,7 +27,7 @@ pub enum OpenMode {
     CreateNew,
 }
 
-/// How [`Storage::lock`] locks a lock file.
+/// Lock mode of [`Storage::try_lock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     /// Several holders at once, none exclusive.
@@ -56,7 +56,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Lists the names in a directory; fails with `NotFound` if it does
     /// not exist.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Whether a file or directory exists.
+    /// Returns whether a file or directory exists.
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Takes a lock on a lock file without waiting, creating the file if
     /// it is missing. Returns `None` when another holder conflicts.
@@ -65,7 +65,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// Positional I/O on one open file. All methods take `&self` and may be
 /// called from many threads at once.
-#[allow(clippy::len_without_is_empty)] // A file length, not a collection.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a file length, not a collection"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -77,17 +80,17 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// The file length in bytes.
+    /// Returns the file length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// Deallocates a range so that it reads as zeros, keeping the length.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
-    /// The start of the first data region at or after `offset`, skipping
-    /// holes, or `None` when only holes follow (lseek `SEEK_DATA`).
+    /// Returns the start of the first data region at or after `offset`,
+    /// skipping holes, or `None` when only holes follow (lseek `SEEK_DATA`).
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
-    /// The start of the first hole at or after `offset`, or the file
+    /// Returns the start of the first hole at or after `offset`, or the file
     /// length when only data follows (lseek `SEEK_HOLE`).
     fn next_hole(&self, offset: u64) -> io::Result<u64>;
-    /// Bytes of storage the file occupies on the host.
+    /// Returns the bytes of storage the file occupies on the host.
     fn allocated_bytes(&self) -> io::Result<u64>;
 }
 
@@ -103,7 +106,7 @@ impl RealStorage {
 }
 
 #[derive(Debug)]
-struct RealLock(#[allow(dead_code)] Flock<File>);
+struct RealLock(#[allow(dead_code, reason = "held only to keep the lock")] Flock<File>);
 
 impl LockGuard for RealLock {}
 
