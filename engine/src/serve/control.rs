@@ -17,6 +17,8 @@ use crate::error::ErrorKind;
 /// How long a client waits for a reply. Generous, because shutdown flushes
 /// the filesystem and grow runs resize2fs.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a forced unmount waits for the server to exit.
+const FORCED_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// An online operation for a server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,11 +162,16 @@ pub fn send(
         }
     };
 
-    if matches!(
-        request,
-        ControlRequest::Shutdown | ControlRequest::ForceShutdown
-    ) {
-        // The server closes the socket by exiting.
+    // The server closes the socket by exiting. After a forced shutdown it
+    // may keep serving a lazily detached filesystem for as long as some
+    // process uses it, so that wait is bounded.
+    let exit_wait = match request {
+        ControlRequest::Shutdown => Some(REPLY_TIMEOUT),
+        ControlRequest::ForceShutdown => Some(FORCED_EXIT_WAIT),
+        _ => None,
+    };
+    if let Some(wait) = exit_wait {
+        let _ = reader.get_ref().set_read_timeout(Some(wait));
         let mut rest = Vec::new();
         let _ = reader.read_to_end(&mut rest);
     }
