@@ -184,3 +184,32 @@ fn protocol(pid: u32, error: &serde_json::Error) -> ServeError {
         detail: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_survives_the_wire() {
+        let kinds = [
+            ErrorKind::InvalidArgument,
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::Corrupt,
+            ErrorKind::Unsupported,
+            ErrorKind::Busy,
+            ErrorKind::Io,
+        ];
+        for kind in kinds {
+            assert_eq!(kind_from_name(kind_name(kind)), kind);
+        }
+    }
+
+    #[test]
+    fn request_json_is_tagged_by_op() {
+        let json = serde_json::to_string(&ControlRequest::Grow { size: 4096 }).unwrap();
+        assert_eq!(json, r#"{"op":"grow","size":4096}"#);
+        let parsed: ControlRequest = serde_json::from_str(r#"{"op":"snapshot-list"}"#).unwrap();
+        assert_eq!(parsed, ControlRequest::SnapshotList);
+    }
+}

@@ -185,3 +185,31 @@ fn is_zombie(pid: u32) -> bool {
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .is_some_and(|state| state == "Z" || state == "X")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_id_differs_per_snapshot() {
+        let disk = Path::new("/var/lib/lamina/private/101/root.hdd");
+        let top = mount_id(disk, None);
+        let snapshot = mount_id(disk, Some("0b5e8f2c-0000-4000-8000-000000000001"));
+        assert!(top.starts_with("root_hdd-"), "id {top}");
+        assert_ne!(top, snapshot);
+        assert_eq!(top, mount_id(disk, None));
+    }
+
+    #[test]
+    fn mount_id_differs_per_disk() {
+        let a = mount_id(Path::new("/a/disk"), None);
+        let b = mount_id(Path::new("/b/disk"), None);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn dead_pid_is_not_a_server() {
+        assert!(!server_alive(u32::MAX));
+        assert!(!server_alive(std::process::id()));
+    }
+}
