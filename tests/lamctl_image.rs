@@ -259,6 +259,18 @@ fn set_save_keeps_comments_and_grows_disk() {
 }
 
 #[test]
+fn diskinodes_sets_inode_count() {
+    let home = Home::new();
+    home.create("101", &["--diskinodes", "20000"]);
+    home.ok(&["mount", "101"]);
+    let stat = nix::sys::statvfs::statvfs(&home.path().join("root/101")).unwrap();
+    let inodes = stat.files();
+    home.ok(&["umount", "101"]);
+    // mke2fs rounds the count up to whole inode tables per block group.
+    assert!((20_000..30_000).contains(&inodes), "{inodes} inodes");
+}
+
+#[test]
 fn destroy_removes_everything() {
     let home = Home::new();
     home.create("101", &["--name", "gone"]);

@@ -68,6 +68,27 @@ fn df_kb(home: &Home, ctid: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Returns field 22 of `/proc/PID/stat` (start time in clock ticks), which
+/// tells a reused PID apart.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(19)?.parse().ok()
+}
+
+/// Returns whether the process `pid` that started at `start` still runs;
+/// a zombie waiting for its parent to reap it does not count.
+fn process_alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let state = stat[close + 2..].chars().next();
+    start_time(pid) == Some(start) && !matches!(state, Some('Z' | 'X'))
+}
+
 fn has_cap_sys_resource() -> bool {
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let caps = status
@@ -104,6 +125,7 @@ fn busybox_container_lifecycle() {
 
     // Live --ram changes the cgroup's limit.
     let pid = init_pid(&home, "71001");
+    let init_start = start_time(pid).expect("init start time");
     let limit_file = memory_limit_file(pid);
     assert_eq!(
         fs::read_to_string(&limit_file).unwrap().trim(),
@@ -161,10 +183,7 @@ fn busybox_container_lifecycle() {
         home.ok(&["status", "71001"]),
         "CTID 71001 exist unmounted down\n"
     );
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "init survived the stop"
-    );
+    assert!(!process_alive(pid, init_start), "init survived the stop");
 
     home.ok(&["destroy", "71001"]);
     assert_eq!(
@@ -197,5 +216,32 @@ fn running_container_rejects_start_destroy_umount() {
 
     home.ok(&["stop", "--fast", "71002"]);
     assert_eq!(home.fails(&["exec", "71002", "true"]).0, 31);
+    home.assert_clean();
+}
+
+#[test]
+fn enter_uses_pty_with_window_size() {
+    let home = Home::new();
+    home.create("71003", &[]);
+    home.ok(&["start", "71003"]);
+    let lamctl = env!("CARGO_BIN_EXE_lamctl");
+
+    // script(1) gives lamctl a terminal of a known size.
+    let command = format!("stty cols 123 rows 45; {lamctl} enter 71003 --exec stty size");
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("LAMINA_HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("entered into CT 71003"), "{stdout}");
+    assert!(
+        stdout.contains("45 123"),
+        "window size not passed: {stdout}"
+    );
+    assert!(stdout.contains("exited from CT 71003"), "{stdout}");
+
+    home.ok(&["stop", "--fast", "71003"]);
     home.assert_clean();
 }
