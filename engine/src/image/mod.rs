@@ -7,6 +7,8 @@
 //! Every file access goes through [`io::Storage`], so crash tests can run
 //! the same code on the fault-injecting [`memfs::MemStorage`].
 
+pub mod check;
+pub mod convert;
 pub mod delta;
 mod disk;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod io;
 pub mod map;
 pub mod memfs;
 mod online;
+pub mod ops;
 mod repair;
 mod rw;
 pub mod store;
