@@ -185,18 +185,23 @@ fn in_use_top_is_repaired_on_open() {
     disk.close().unwrap();
 
     // What a crash can leave: the flag set, a half-written cluster at the
-    // tail, and an entry whose cluster the file no longer holds.
+    // tail, an entry whose cluster the file no longer has, and a BAT page
+    // whose write tore (here: its CRC no longer matches).
     let len = std::fs::metadata(&delta).unwrap().len();
     edit_header(&delta, |h| h.in_use = true);
     set_entry(&delta, 7, BatEntry::Allocated(len / MIB + 5));
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&delta)
-        .unwrap()
-        .set_len(len + 4096)
         .unwrap();
+    file.set_len(len + 4096).unwrap();
+    let mut crc = [0u8; 1];
+    file.read_exact_at(&mut crc, 4096 + 4092).unwrap();
+    file.write_all_at(&[crc[0] ^ 0x40], 4096 + 4092).unwrap();
+    drop(file);
 
-    // A non-writer only ignores the bad entry.
+    // A non-writer only ignores the bad entry and the bad CRC.
     let reader = Disk::open(&dir, Access::ReadOnly).unwrap();
     let mut buf = [0xffu8; 4];
     reader.read_at(&mut buf, 7 * MIB).unwrap();
@@ -212,7 +217,14 @@ fn in_use_top_is_repaired_on_open() {
     assert_eq!(disk.info().deltas[0].allocated_clusters, 2);
     disk.close().unwrap();
 
-    // Repaired on disk: a clean open accepts it.
+    // Repaired on disk: the flag is clear and the CRC valid again.
+    let mut block = vec![0u8; 8192];
+    std::fs::File::open(&delta)
+        .unwrap()
+        .read_exact_at(&mut block, 0)
+        .unwrap();
+    assert!(!Header::decode(&block).unwrap().in_use);
+    assert!(lamina_format::bat::decode_raw_page(&block[4096..], 0).is_ok());
     let disk = Disk::open(&dir, Access::ReadOnly).unwrap();
     let mut also = [0u8; 9];
     disk.read_at(&mut also, 3 * MIB).unwrap();

@@ -166,6 +166,28 @@ pub fn decode_raw_page(bytes: &[u8], index: u64) -> Result<[u64; ENTRIES_PER_PAG
     Ok(raw.entries.map(U64::get))
 }
 
+/// Returns a page's raw entry values without checking its CRC32, for the
+/// repair of a delta that was not closed cleanly. A page write torn by a
+/// crash mixes old and new sectors, and every entry in either version
+/// points at data synced before the write. The page index must still
+/// match, unless the trailer sector is all zeros (the first write of the
+/// page tore before reaching it).
+pub fn decode_raw_page_ignoring_crc(
+    bytes: &[u8],
+    index: u64,
+) -> Result<[u64; ENTRIES_PER_PAGE], FormatError> {
+    let (raw, _) = RawBatPage::ref_from_prefix(bytes).map_err(|_| FormatError::Truncated {
+        len: bytes.len(),
+        needed: BAT_PAGE_SIZE,
+    })?;
+    let found = u64::from(raw.page_index.get());
+    let trailer_blank = found == 0 && raw.crc.get() == 0;
+    if found != index && !trailer_blank {
+        return Err(FormatError::BatPageIndexMismatch { page: index, found });
+    }
+    Ok(raw.entries.map(U64::get))
+}
+
 /// Checks BAT entries against the layout of one delta file: every
 /// allocated cluster must lie in the data area, end inside the file and
 /// belong to one entry only. Used clusters are tracked in a bitmap of one

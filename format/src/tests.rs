@@ -496,3 +496,18 @@ fn entry_checker_huge_sparse_file() {
     );
     assert!(checker.is_used(1 << 40));
 }
+
+#[test]
+fn torn_bat_page_decodes_ignoring_crc() {
+    let mut raw = [0u64; ENTRIES_PER_PAGE];
+    raw[3] = BatEntry::Allocated(9).encode();
+    let mut bytes = encode_raw_page(4, raw);
+    bytes[4092] ^= 0xff;
+    assert!(decode_raw_page(&bytes, 4).is_err());
+    assert_eq!(crate::bat::decode_raw_page_ignoring_crc(&bytes, 4), Ok(raw));
+    assert!(crate::bat::decode_raw_page_ignoring_crc(&bytes, 5).is_err());
+    // The first write of page 4 torn before its trailer sector.
+    bytes[3584..].fill(0);
+    raw[448..].fill(0);
+    assert_eq!(crate::bat::decode_raw_page_ignoring_crc(&bytes, 4), Ok(raw));
+}

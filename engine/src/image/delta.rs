@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lamina_format::bat::{self, decode_raw_page, encode_raw_page};
+use lamina_format::bat::{self, decode_raw_page, decode_raw_page_ignoring_crc, encode_raw_page};
 use lamina_format::{BAT_PAGE_SIZE, BatEntry, ENTRIES_PER_PAGE, EntryChecker, FormatError, Header};
 
 use super::error::ImageError;
@@ -17,7 +17,9 @@ pub enum PastEof {
     /// Fail with [`FormatError::EntryPastEof`].
     Reject,
     /// Report the entry as absent and list it in [`ScanReport::past_eof`],
-    /// as after a crash of a delta marked in use.
+    /// as after a crash of a delta marked in use. Pages with a bad CRC are
+    /// then accepted as torn if their entries are valid, and listed in
+    /// [`ScanReport::torn_pages`].
     Drop,
 }
 
@@ -31,6 +33,9 @@ pub struct ScanReport {
     pub data_end: u64,
     /// `(virtual cluster, physical cluster)` of every dropped entry.
     pub past_eof: Vec<(u64, u64)>,
+    /// Pages accepted despite a CRC mismatch, as torn by a crash; only
+    /// with [`PastEof::Drop`].
+    pub torn_pages: Vec<u64>,
     /// BAT pages that are not holes.
     pub pages_read: u64,
 }
@@ -152,11 +157,26 @@ impl DeltaFile {
     /// Reads BAT page `page` and returns its raw entry values after
     /// checking its CRC32. A hole reads as all absent.
     pub fn read_raw_page(&self, page: u64) -> Result<[u64; ENTRIES_PER_PAGE], ImageError> {
+        let bytes = self.read_page_bytes(page)?;
+        decode_raw_page(&bytes, page).map_err(|e| self.format_error(e))
+    }
+
+    /// Reads BAT page `page` without checking its CRC32; see
+    /// [`decode_raw_page_ignoring_crc`].
+    pub fn read_raw_page_ignoring_crc(
+        &self,
+        page: u64,
+    ) -> Result<[u64; ENTRIES_PER_PAGE], ImageError> {
+        let bytes = self.read_page_bytes(page)?;
+        decode_raw_page_ignoring_crc(&bytes, page).map_err(|e| self.format_error(e))
+    }
+
+    fn read_page_bytes(&self, page: u64) -> Result<Vec<u8>, ImageError> {
         let mut bytes = vec![0u8; BAT_PAGE_SIZE];
         self.file
             .read_at(&mut bytes, self.header.bat_page_offset(page))
             .map_err(|e| self.io_error("read BAT of", e))?;
-        decode_raw_page(&bytes, page).map_err(|e| self.format_error(e))
+        Ok(bytes)
     }
 
     /// Writes BAT page `page` from raw entry values. Does not sync.
@@ -221,7 +241,16 @@ impl DeltaFile {
         };
         for page in self.data_pages()? {
             report.pages_read += 1;
-            let raw = self.read_raw_page(page)?;
+            let raw = match self.read_raw_page(page) {
+                Err(ImageError::Format {
+                    source: FormatError::BatPageCrcMismatch { .. },
+                    ..
+                }) if past_eof == PastEof::Drop => {
+                    report.torn_pages.push(page);
+                    self.read_raw_page_ignoring_crc(page)?
+                }
+                other => other?,
+            };
             let first = page * ENTRIES_PER_PAGE as u64;
             for (slot, value) in raw.into_iter().enumerate() {
                 let cluster = first + slot as u64;
@@ -255,15 +284,26 @@ impl DeltaFile {
     }
 
     /// Sets the entries of `clusters` to absent on disk, page by page, and
-    /// syncs. Used by repair to drop entries past the end of the file.
+    /// syncs. Pages are read without a CRC check, so torn pages are
+    /// rewritten with a fresh one.
     pub fn clear_entries(&self, clusters: &[u64]) -> Result<(), ImageError> {
+        self.rewrite_pages(&[], clusters)
+    }
+
+    /// Rewrites BAT pages with fresh CRCs: every page in `pages`, and the
+    /// pages of `clusters`, whose entries are set to absent. Syncs. Used
+    /// by repair for torn pages and entries past the end of the file.
+    pub fn rewrite_pages(&self, pages: &[u64], clusters: &[u64]) -> Result<(), ImageError> {
         let mut by_page = std::collections::BTreeMap::<u64, Vec<usize>>::new();
+        for page in pages {
+            by_page.entry(*page).or_default();
+        }
         for cluster in clusters {
             let (page, slot) = bat::page_and_slot(*cluster);
             by_page.entry(page).or_default().push(slot);
         }
         for (page, slots) in by_page {
-            let mut raw = self.read_raw_page(page)?;
+            let mut raw = self.read_raw_page_ignoring_crc(page)?;
             for slot in slots {
                 raw[slot] = 0;
             }

@@ -31,11 +31,13 @@ pub(super) fn repair_in_use(
 ) -> Result<(), ImageError> {
     let path = layer.delta.path().to_path_buf();
     if mode == RepairMode::InMemory {
-        if !report.past_eof.is_empty() {
+        if !report.past_eof.is_empty() || !report.torn_pages.is_empty() {
             tracing::warn!(
                 path = %path.display(),
                 entries = report.past_eof.len(),
-                "delta was not closed cleanly; ignoring BAT entries past the end of the file"
+                torn_pages = report.torn_pages.len(),
+                "delta was not closed cleanly; ignoring BAT entries past the end of the file \
+                 and CRCs of torn BAT pages"
             );
         }
         return Ok(());
@@ -65,17 +67,26 @@ pub(super) fn repair_in_use(
 }
 
 fn drop_past_eof(delta: &DeltaFile, report: &ScanReport, path: &Path) -> Result<(), ImageError> {
-    if report.past_eof.is_empty() {
+    if report.past_eof.is_empty() && report.torn_pages.is_empty() {
         return Ok(());
     }
     let clusters: Vec<u64> = report.past_eof.iter().map(|(c, _)| *c).collect();
-    delta.clear_entries(&clusters)?;
-    tracing::warn!(
-        path = %path.display(),
-        entries = clusters.len(),
-        first_cluster = clusters[0],
-        "repaired: dropped BAT entries that pointed past the end of the file"
-    );
+    delta.rewrite_pages(&report.torn_pages, &clusters)?;
+    if !clusters.is_empty() {
+        tracing::warn!(
+            path = %path.display(),
+            entries = clusters.len(),
+            first_cluster = clusters[0],
+            "repaired: dropped BAT entries that pointed past the end of the file"
+        );
+    }
+    if !report.torn_pages.is_empty() {
+        tracing::warn!(
+            path = %path.display(),
+            pages = ?report.torn_pages,
+            "repaired: rewrote BAT pages torn by a crash"
+        );
+    }
     Ok(())
 }
 
