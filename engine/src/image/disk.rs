@@ -291,7 +291,9 @@ impl Disk {
     /// not change, so the view is stable.
     ///
     /// NOTE: naming the current top gives a view of a delta that is being
-    /// written. A BAT page read while it is rewritten can fail its CRC.
+    /// written. The view reads the entries of the last flush as of the
+    /// open and never changes; because the top is marked in use, a BAT
+    /// page read while it is rewritten is accepted without its CRC.
     pub fn open_snapshot(dir: &Path, id_or_name: &str) -> Result<Disk, ImageError> {
         Disk::open_snapshot_with(RealStorage::shared(), dir, id_or_name)
     }
