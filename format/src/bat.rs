@@ -191,9 +191,9 @@ pub fn decode_raw_page_ignoring_crc(
 /// Checks BAT entries against the layout of one delta file: every
 /// allocated cluster must lie in the data area, end inside the file and
 /// belong to one entry only. Used clusters are tracked in a bitmap of one
-/// bit per physical cluster of the file, or, for files of more than 2^27
-/// clusters (a sparse file can claim any length), in a hash set that grows
-/// with the entries instead.
+/// bit per physical cluster of the file. A sparse file can claim any
+/// length, so past 2^27 clusters a hash set that grows with the entries
+/// replaces the bitmap.
 #[derive(Debug)]
 pub struct EntryChecker {
     cluster_size: u64,
@@ -247,8 +247,8 @@ impl UsedClusters {
 }
 
 impl EntryChecker {
-    /// A checker for a file of `file_len` bytes whose data area starts at
-    /// `data_offset` and which maps `clusters` virtual clusters.
+    /// Creates a checker for a file of `file_len` bytes whose data area
+    /// starts at `data_offset` and which maps `clusters` virtual clusters.
     pub fn new(cluster_size: u64, clusters: u64, data_offset: u64, file_len: u64) -> Self {
         let file_clusters = file_len / cluster_size;
         let seen = match usize::try_from(file_clusters.div_ceil(64)) {

@@ -403,8 +403,8 @@ impl BatTable {
         allocated as u64
     }
 
-    /// Writes the changed pages to `delta` without syncing, and forgets
-    /// that they changed. Sync the data they point to before this.
+    /// Writes the changed pages to `delta` without syncing and clears
+    /// their changed marks. Sync the data they point to before this.
     pub fn write_dirty(&mut self, delta: &DeltaFile) -> Result<(), ImageError> {
         for page in std::mem::take(&mut self.dirty) {
             let raw = self
