@@ -259,6 +259,55 @@ fn set_save_keeps_comments_and_grows_disk() {
 }
 
 #[test]
+fn snapshot_switch_and_delete() {
+    let home = Home::new();
+    home.create("101", &[]);
+    let data = home.path().join("root/101/root/data");
+    let conf = home.path().join("conf/101.conf");
+
+    home.ok(&["mount", "101"]);
+    fs::write(&data, "first").unwrap();
+    home.ok(&["umount", "101"]);
+    let created = home.ok(&["snapshot", "101", "--name", "first"]);
+    let start = created.find('{').unwrap();
+    let snap = created[start..=created.find('}').unwrap()].to_string();
+    let saved_config = fs::read_to_string(&conf).unwrap();
+
+    home.ok(&["mount", "101"]);
+    fs::write(&data, "second").unwrap();
+    // switch and delete need an unmounted image.
+    let (code, _) = home.fails(&["snapshot-switch", "101", "--id", &snap]);
+    assert_eq!(code, 41);
+    home.ok(&["umount", "101"]);
+    home.ok(&["set", "101", "--cpuunits", "700", "--save"]);
+
+    home.ok(&["snapshot-switch", "101", "--id", &snap]);
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        saved_config,
+        "config not restored"
+    );
+    home.ok(&["mount", "101"]);
+    assert_eq!(fs::read_to_string(&data).unwrap(), "first");
+    fs::write(&data, "third").unwrap();
+    home.ok(&["umount", "101"]);
+
+    home.ok(&["snapshot-delete", "101", "--id", &snap]);
+    let listing = home.ok(&["snapshot-list", "101", "-H", "-o", "uuid"]);
+    assert!(!listing.contains(&snap), "{listing}");
+    assert!(
+        !home
+            .path()
+            .join(format!("private/101/dump/{snap}.ve.conf"))
+            .exists()
+    );
+    home.ok(&["mount", "101"]);
+    assert_eq!(fs::read_to_string(&data).unwrap(), "third");
+    home.ok(&["umount", "101"]);
+    home.assert_clean();
+}
+
+#[test]
 fn diskinodes_sets_inode_count() {
     let home = Home::new();
     home.create("101", &["--diskinodes", "20000"]);

@@ -73,14 +73,6 @@ pub struct SnapshotEntry {
     pub description: Option<String>,
 }
 
-fn unavailable(stage: Stage, what: &str) -> ContainerError {
-    ContainerError::Backend {
-        stage,
-        kind: ErrorKind::Unsupported,
-        message: format!("{what} is not available in this build"),
-    }
-}
-
 /// Creates an empty image of `size` bytes (rounded up to whole clusters).
 pub fn create_disk(disk: &Path, size: u64) -> Result<(), ContainerError> {
     let opts = image::CreateOptions {
@@ -243,14 +235,31 @@ fn unexpected_json(value: &serde_json::Value) -> ContainerError {
 
 /// Deletes snapshot `id`, merging its data into its child.
 pub fn snapshot_delete(disk: &Path, id: Uuid) -> Result<(), ContainerError> {
-    let _ = (disk, id);
-    Err(unavailable(Stage::SnapshotDelete, "snapshot deletion"))
+    if mounted_at(disk).is_some() {
+        return Err(mounted_disk(Stage::SnapshotDelete));
+    }
+    image::ops::snapshot_delete(disk, &id.to_string())
+        .map_err(ContainerError::backend(Stage::SnapshotDelete))
+}
+
+// NOTE: the image server has no request to delete a snapshot yet, so a
+// mounted disk is rejected here instead of forwarding the delete.
+fn mounted_disk(stage: Stage) -> ContainerError {
+    ContainerError::Backend {
+        stage,
+        kind: ErrorKind::Busy,
+        message: "the image is mounted; stop or umount the container first".to_string(),
+    }
 }
 
 /// Reverts the image to snapshot `id`; the current top is discarded.
 pub fn snapshot_switch(disk: &Path, id: Uuid) -> Result<(), ContainerError> {
-    let _ = (disk, id);
-    Err(unavailable(Stage::SnapshotSwitch, "snapshot switching"))
+    if mounted_at(disk).is_some() {
+        return Err(mounted_disk(Stage::SnapshotSwitch));
+    }
+    image::ops::snapshot_switch(disk, &id.to_string())
+        .map_err(ContainerError::backend(Stage::SnapshotSwitch))?;
+    Ok(())
 }
 
 /// Starts the container's init in new namespaces and a cgroup.
