@@ -1,11 +1,12 @@
 //! One FUSE worker: reads requests from its device file, serves them from
 //! the backend and writes the replies back to the same file.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::abi::{self, opcode};
@@ -21,11 +22,20 @@ const OUT_HEADER: usize = size_of::<abi::OutHeader>();
 /// payload of `MAX_IO` bytes; the kernel rejects reads into smaller buffers.
 const REQUEST_BUFFER: usize = MAX_IO + 4096;
 
+/// How long a worker waits for the next request before it gives the
+/// pages of its buffers back to the kernel.
+const IDLE_RELEASE_MS: u16 = 1000;
+/// Requests larger than this mark the buffers as worth releasing.
+const RELEASE_THRESHOLD: usize = 64 * 1024;
+
 pub(super) struct Worker {
     fd: OwnedFd,
     shared: Arc<Shared>,
     request: Vec<u8>,
     reply: Vec<u8>,
+    /// Whether a large request touched pages of the buffers since they
+    /// were last released.
+    touched: bool,
 }
 
 /// The reply a handler produces.
@@ -47,12 +57,18 @@ impl Worker {
             // capacity costs no resident memory.
             request: vec![0; REQUEST_BUFFER.max(abi::MIN_READ_BUFFER)],
             reply: vec![0; OUT_HEADER + MAX_IO],
+            touched: false,
         }
     }
 
     /// Serves requests until the connection goes away.
     pub(super) fn run(mut self) {
         loop {
+            if self.touched && self.idle() {
+                release_pages(&mut self.request);
+                release_pages(&mut self.reply);
+                self.touched = false;
+            }
             let len = match nix::unistd::read(&self.fd, &mut self.request) {
                 Ok(len) => len,
                 // ENOENT: the request was interrupted before we read it.
@@ -64,8 +80,17 @@ impl Worker {
                     return;
                 }
             };
+            if len > RELEASE_THRESHOLD {
+                self.touched = true;
+            }
             self.handle(len);
         }
+    }
+
+    /// Waits up to `IDLE_RELEASE_MS` for a request; true when none came.
+    fn idle(&self) -> bool {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::from(IDLE_RELEASE_MS)), Ok(0))
     }
 
     fn handle(&mut self, len: usize) {
@@ -307,6 +332,9 @@ impl Worker {
             Outcome::Error(errno) => (-errno, 0),
             Outcome::Reply(len) => (0, len),
         };
+        if body_len > RELEASE_THRESHOLD {
+            self.touched = true;
+        }
         let header = abi::OutHeader {
             len: u32::try_from(OUT_HEADER + body_len).unwrap_or(u32::MAX),
             error,
@@ -319,5 +347,24 @@ impl Worker {
             Ok(_) | Err(Errno::ENOENT) => {}
             Err(e) => tracing::warn!(error = %e, unique, "writing FUSE reply failed"),
         }
+    }
+}
+
+/// Gives the whole pages of an idle buffer back to the kernel
+/// (`MADV_DONTNEED`), so that an idle server stays small after a burst of
+/// 1 MiB requests. The pages read as zeros when touched again.
+fn release_pages(buffer: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let start = buffer.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(PAGE);
+    let end = (start + buffer.len()) / PAGE * PAGE;
+    if end <= first {
+        return;
+    }
+    // SAFETY: [first, end) lies inside `buffer`, which this worker borrows
+    // mutably, so no other reference sees the contents change to zeros.
+    let rc = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+    if rc < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "madvise failed");
     }
 }
