@@ -1,0 +1,444 @@
+//! Offline operations on whole disks: snapshot delete, switch and merge
+//! over a snapshot tree, shrink, check and repair, corruption of every
+//! header and BAT byte, and raw import and export.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lamina_engine::error::{ErrorKind, HasKind};
+use lamina_engine::image::check::{self, CheckMode, CheckResult, Problem, Severity};
+use lamina_engine::image::convert;
+use lamina_engine::image::io::Storage;
+use lamina_engine::image::memfs::MemStorage;
+use lamina_engine::image::ops::{self, MergeScope, OpsError};
+use lamina_engine::image::{Access, CreateOptions, Disk};
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const CLUSTER: u64 = 64 * KIB;
+const DIR: &str = "/d/disk";
+
+fn dir() -> &'static Path {
+    Path::new(DIR)
+}
+
+fn new_disk(size: u64) -> (MemStorage, Arc<dyn Storage>) {
+    let mem = MemStorage::new();
+    let storage = mem.shared();
+    let opts = CreateOptions {
+        size,
+        cluster_size: CLUSTER,
+    };
+    Disk::create_with(storage.clone(), dir(), &opts).unwrap();
+    (mem, storage)
+}
+
+fn open(storage: &Arc<dyn Storage>) -> Disk {
+    Disk::open_with(storage.clone(), dir(), Access::ReadWrite).unwrap()
+}
+
+fn write(storage: &Arc<dyn Storage>, offset: u64, data: &[u8]) {
+    let disk = open(storage);
+    disk.write_at(data, offset).unwrap();
+    disk.close().unwrap();
+}
+
+fn snapshot(storage: &Arc<dyn Storage>, name: &str) -> String {
+    let disk = open(storage);
+    let uuid = disk.snapshot(Some(name), None).unwrap();
+    disk.close().unwrap();
+    uuid.to_string()
+}
+
+fn read_all(disk: &Disk) -> Vec<u8> {
+    let mut buf = vec![0u8; usize::try_from(disk.virtual_size()).unwrap()];
+    disk.read_at(&mut buf, 0).unwrap();
+    buf
+}
+
+fn current(storage: &Arc<dyn Storage>) -> Vec<u8> {
+    let disk = Disk::open_with(storage.clone(), dir(), Access::ReadOnly).unwrap();
+    read_all(&disk)
+}
+
+fn snapshot_content(storage: &Arc<dyn Storage>, id: &str) -> Vec<u8> {
+    let disk = Disk::open_snapshot_with(storage.clone(), dir(), id).unwrap();
+    read_all(&disk)
+}
+
+fn depth(storage: &Arc<dyn Storage>) -> usize {
+    let disk = Disk::open_with(storage.clone(), dir(), Access::ReadOnly).unwrap();
+    disk.info().chain_depth
+}
+
+fn names(storage: &Arc<dyn Storage>) -> Vec<Option<String>> {
+    let disk = Disk::open_with(storage.clone(), dir(), Access::ReadOnly).unwrap();
+    let mut names: Vec<_> = disk.snapshots().into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+fn assert_clean(storage: &Arc<dyn Storage>) {
+    let report = check::check_with(storage.clone(), dir(), CheckMode::Report).unwrap();
+    let noisy: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    assert!(noisy.is_empty(), "findings: {noisy:#?}");
+    assert_eq!(report.result, CheckResult::Clean);
+}
+
+fn fill(byte: u8, len: u64) -> Vec<u8> {
+    vec![byte; usize::try_from(len).unwrap()]
+}
+
+#[test]
+fn delete_middle_snapshot_keeps_content() {
+    let (_mem, s) = new_disk(MIB);
+    write(&s, 0, &fill(1, 3 * CLUSTER));
+    let s1 = snapshot(&s, "s1");
+    write(&s, CLUSTER, &fill(2, 100));
+    let s2 = snapshot(&s, "s2");
+    write(&s, 2 * CLUSTER + 7, &fill(3, 100));
+    let (before, s2_before) = (current(&s), snapshot_content(&s, &s2));
+
+    ops::snapshot_delete_with(s.clone(), dir(), "s1").unwrap();
+
+    assert_eq!(current(&s), before);
+    assert_eq!(snapshot_content(&s, &s2), s2_before);
+    assert_eq!(depth(&s), 2);
+    let missing = Disk::open_snapshot_with(s.clone(), dir(), &s1).unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert_clean(&s);
+}
+
+#[test]
+fn delete_snapshot_with_two_children() {
+    let (_mem, s) = new_disk(MIB);
+    write(&s, 0, &fill(1, 2 * CLUSTER));
+    snapshot(&s, "root");
+    write(&s, 0, &fill(2, 10));
+    let left = snapshot(&s, "left");
+    ops::snapshot_switch_with(s.clone(), dir(), "root").unwrap();
+    write(&s, CLUSTER, &fill(3, 10));
+    let (right, left_before) = (current(&s), snapshot_content(&s, &left));
+    assert_eq!(left_before[..10], fill(2, 10)[..]);
+    assert_eq!(right[..10], fill(1, 10)[..], "the branch starts from root");
+
+    ops::snapshot_delete_with(s.clone(), dir(), "root").unwrap();
+
+    assert_eq!(current(&s), right);
+    assert_eq!(snapshot_content(&s, "left"), left_before);
+    assert_eq!(names(&s).len(), 2, "left and the top remain");
+    assert_eq!(depth(&s), 1, "the top became a base");
+    assert_clean(&s);
+}
+
+#[test]
+fn delete_base_and_leaf_snapshots() {
+    let (_mem, s) = new_disk(MIB);
+    write(&s, 0, &fill(1, CLUSTER));
+    snapshot(&s, "base");
+    write(&s, CLUSTER, &fill(2, CLUSTER));
+    snapshot(&s, "leaf");
+    ops::snapshot_switch_with(s.clone(), dir(), "base").unwrap();
+    let before = current(&s);
+
+    ops::snapshot_delete_with(s.clone(), dir(), "leaf").unwrap();
+    assert_eq!(current(&s), before);
+    ops::snapshot_delete_with(s.clone(), dir(), "base").unwrap();
+    assert_eq!(current(&s), before);
+    assert_eq!(names(&s), vec![None]);
+    assert_clean(&s);
+}
+
+#[test]
+fn delete_current_top_is_rejected() {
+    let (_mem, s) = new_disk(MIB);
+    snapshot(&s, "s1");
+    let top = Disk::open_with(s.clone(), dir(), Access::ReadOnly)
+        .unwrap()
+        .info()
+        .top;
+    let err = ops::snapshot_delete_with(s.clone(), dir(), &top.to_string()).unwrap_err();
+    assert!(matches!(err, OpsError::CurrentTop { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let err = ops::snapshot_delete_with(s.clone(), dir(), "nope").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn switch_discards_top_and_branches() {
+    let (mem, s) = new_disk(MIB);
+    write(&s, 0, b"first");
+    snapshot(&s, "s1");
+    write(&s, 0, b"second");
+    let old_files = mem.list(dir()).len();
+
+    let top = ops::snapshot_switch_with(s.clone(), dir(), "s1").unwrap();
+    let disk = open(&s);
+    assert_eq!(disk.info().top, top);
+    let mut buf = [0u8; 6];
+    disk.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..5], b"first");
+    disk.write_at(b"branch", 0).unwrap();
+    disk.close().unwrap();
+
+    assert_eq!(&snapshot_content(&s, "s1")[..5], b"first");
+    assert_eq!(&current(&s)[..6], b"branch");
+    assert_eq!(mem.list(dir()).len(), old_files, "the old top file is gone");
+    let err = ops::snapshot_switch_with(s.clone(), dir(), &top.to_string()).unwrap_err();
+    assert!(matches!(err, OpsError::CurrentTop { .. }), "{err}");
+    assert_clean(&s);
+}
+
+#[test]
+fn merge_top_into_parent_drops_parent() {
+    let (_mem, s) = new_disk(MIB);
+    write(&s, 0, &fill(1, 2 * CLUSTER));
+    snapshot(&s, "s1");
+    write(&s, 5, &fill(2, 10));
+    let s2 = snapshot(&s, "s2");
+    write(&s, CLUSTER + 5, &fill(3, 10));
+    let before = current(&s);
+
+    ops::snapshot_merge_with(s.clone(), dir(), MergeScope::Parent).unwrap();
+
+    assert_eq!(current(&s), before);
+    assert_eq!(depth(&s), 2);
+    assert_eq!(names(&s), vec![None, Some("s1".to_string())]);
+    let gone = Disk::open_snapshot_with(s.clone(), dir(), &s2).unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+    assert_clean(&s);
+}
+
+#[test]
+fn merge_all_leaves_one_delta() {
+    let (_mem, s) = new_disk(MIB);
+    for i in 0..4u8 {
+        write(&s, u64::from(i) * 1000, &fill(i + 1, CLUSTER));
+        snapshot(&s, &format!("s{i}"));
+    }
+    write(&s, 3, b"top");
+    let before = current(&s);
+
+    ops::snapshot_merge_with(s.clone(), dir(), MergeScope::All).unwrap();
+
+    assert_eq!(current(&s), before);
+    assert_eq!(depth(&s), 1);
+    let err = ops::snapshot_merge_with(s.clone(), dir(), MergeScope::Parent).unwrap_err();
+    assert!(matches!(err, OpsError::NothingToMerge { .. }), "{err}");
+    assert_clean(&s);
+}
+
+#[test]
+fn ops_on_open_disk_are_busy() {
+    let (_mem, s) = new_disk(MIB);
+    snapshot(&s, "s1");
+    let held = open(&s);
+    let delete = ops::snapshot_delete_with(s.clone(), dir(), "s1").unwrap_err();
+    assert_eq!(delete.kind(), ErrorKind::Busy);
+    let switch = ops::snapshot_switch_with(s.clone(), dir(), "s1").unwrap_err();
+    assert_eq!(switch.kind(), ErrorKind::Busy);
+    let merge = ops::snapshot_merge_with(s.clone(), dir(), MergeScope::All).unwrap_err();
+    assert_eq!(merge.kind(), ErrorKind::Busy);
+    let resize = ops::resize_with(s.clone(), dir(), 2 * MIB).unwrap_err();
+    assert_eq!(resize.kind(), ErrorKind::Busy);
+    let check = check::check_with(s.clone(), dir(), CheckMode::Repair).unwrap_err();
+    assert_eq!(check.kind(), ErrorKind::Busy);
+    held.close().unwrap();
+}
+
+#[test]
+fn shrink_past_unused_clusters() {
+    let (_mem, s) = new_disk(2 * MIB);
+    write(&s, 0, b"keep");
+    write(&s, MIB + 3 * CLUSTER, b"tail");
+    let err = ops::resize_with(s.clone(), dir(), MIB).unwrap_err();
+    match err {
+        OpsError::ShrinkOverData { first_used, .. } => assert_eq!(first_used, MIB + 3 * CLUSTER),
+        other => panic!("unexpected error: {other}"),
+    }
+
+    let disk = open(&s);
+    disk.zero_range(MIB, MIB).unwrap();
+    disk.close().unwrap();
+    ops::resize_with(s.clone(), dir(), MIB).unwrap();
+    let disk = open(&s);
+    assert_eq!(disk.virtual_size(), MIB);
+    let mut buf = [0u8; 4];
+    disk.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"keep");
+    disk.close().unwrap();
+
+    ops::resize_with(s.clone(), dir(), 3 * MIB).unwrap();
+    assert_eq!(current(&s)[usize::try_from(MIB + 3 * CLUSTER).unwrap()], 0);
+    assert_clean(&s);
+}
+
+#[test]
+fn shrink_below_snapshot_is_rejected() {
+    let (_mem, s) = new_disk(MIB);
+    snapshot(&s, "s1");
+    ops::resize_with(s.clone(), dir(), 2 * MIB).unwrap();
+    let err = ops::resize_with(s.clone(), dir(), MIB / 2).unwrap_err();
+    assert!(
+        matches!(err, OpsError::ShrinkBelowSnapshot { size, .. } if size == MIB),
+        "{err}"
+    );
+    ops::resize_with(s.clone(), dir(), MIB).unwrap();
+    assert_eq!(current(&s).len(), usize::try_from(MIB).unwrap());
+}
+
+#[test]
+fn check_repairs_unclean_stop() {
+    let (mem, s) = new_disk(MIB);
+    write(&s, 0, b"durable");
+    let disk = open(&s);
+    disk.write_at(&fill(9, CLUSTER), 4 * CLUSTER).unwrap();
+    disk.flush().unwrap();
+    disk.write_at(&fill(8, CLUSTER), 6 * CLUSTER).unwrap();
+    let crashed = mem.crash_keeping(|_, change| {
+        // Keep the data of the unflushed write but not its BAT entry.
+        matches!(change, lamina_engine::image::memfs::Pending::Write { offset, .. } if *offset >= CLUSTER)
+    });
+    drop(disk);
+    let c = crashed.shared();
+
+    let report = check::check_with(c.clone(), dir(), CheckMode::Report).unwrap();
+    assert_eq!(report.result, CheckResult::Repairable, "{report:#?}");
+    assert!(report.has(Problem::InUse));
+    assert!(report.has(Problem::LeakedTail));
+
+    let report = check::check_with(c.clone(), dir(), CheckMode::Repair).unwrap();
+    assert_eq!(report.result, CheckResult::Repaired, "{report:#?}");
+    assert!(report.findings.iter().all(|f| f.repaired));
+    assert_clean(&c);
+    let content = current(&c);
+    assert_eq!(&content[..7], b"durable");
+    assert_eq!(content[usize::try_from(4 * CLUSTER).unwrap()], 9);
+}
+
+#[test]
+fn check_reports_and_removes_orphan_files() {
+    let (mem, s) = new_disk(MIB);
+    let orphan = dir().join("0badf11e.delta");
+    s.open(&orphan, lamina_engine::image::io::OpenMode::CreateNew)
+        .unwrap();
+    let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
+    assert!(report.has(Problem::OrphanFile));
+    assert_eq!(report.result, CheckResult::Repairable);
+    let report = check::check_with(s.clone(), dir(), CheckMode::Repair).unwrap();
+    assert_eq!(report.result, CheckResult::Repaired);
+    assert!(mem.read_file(&orphan).is_none());
+}
+
+/// Builds a small disk with two deltas and data in both, and returns the
+/// top's file path.
+fn small_chain() -> (MemStorage, Arc<dyn Storage>, std::path::PathBuf) {
+    let (mem, s) = new_disk(MIB);
+    write(&s, 0, &fill(1, 3 * CLUSTER));
+    snapshot(&s, "s1");
+    write(&s, CLUSTER, &fill(2, CLUSTER));
+    write(&s, 5 * CLUSTER, b"x");
+    let disk = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap();
+    let top = dir().join(&disk.info().deltas[1].file);
+    (mem, s, top)
+}
+
+#[test]
+fn every_corrupt_header_or_bat_byte_is_caught() {
+    let (base, _, top) = small_chain();
+    let original = base.read_file(&top).unwrap();
+    // The 128-byte header record and the first BAT page at 4096.
+    let offsets = (0..128u64).chain(4096..8192);
+    let mut checked = 0;
+    for offset in offsets {
+        let mem = base.fork();
+        let s = mem.shared();
+        let byte = original[usize::try_from(offset).unwrap()];
+        mem.corrupt(&top, offset, &[byte ^ 0x5a]).unwrap();
+
+        let err = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "byte {offset}: {err}");
+        let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
+        assert_eq!(report.result, CheckResult::Unrepairable, "byte {offset}");
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.severity == Severity::Error),
+            "byte {offset}: {report:#?}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 128 + 4096);
+}
+
+#[test]
+fn corrupt_header_padding_is_repairable() {
+    let (mem, s, top) = small_chain();
+    mem.corrupt(&top, 1000, &[7]).unwrap();
+    let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
+    assert!(report.has(Problem::HeaderPadding));
+    let report = check::check_with(s.clone(), dir(), CheckMode::Repair).unwrap();
+    assert_eq!(report.result, CheckResult::Repaired);
+    assert_clean(&s);
+}
+
+#[test]
+fn raw_round_trip_is_sparse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("in.raw");
+    let file = std::fs::File::create(&raw).unwrap();
+    let size = 3 * MIB + 1000;
+    file.set_len(size).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&fill(5, 5000), 70_000).unwrap();
+    file.write_all_at(b"end", size - 3).unwrap();
+    file.write_all_at(&fill(0, CLUSTER), 2 * MIB).unwrap();
+    drop(file);
+
+    let dir = tmp.path().join("disk");
+    let report = convert::import_raw(&raw, &dir, CLUSTER).unwrap();
+    assert_eq!(report.virtual_size, 49 * CLUSTER);
+    assert_eq!(report.clusters_copied, 2, "{report:?}");
+    assert_eq!(report.zero_clusters, 1, "the written zero cluster");
+
+    let out = tmp.path().join("out.raw");
+    let report = convert::export_raw(&dir, None, &out).unwrap();
+    assert_eq!(report.clusters_copied, 2);
+    let back = std::fs::read(&out).unwrap();
+    let mut expected = std::fs::read(&raw).unwrap();
+    expected.resize(back.len(), 0);
+    assert_eq!(back, expected);
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(
+        blocks <= 4 * CLUSTER,
+        "export is not sparse: {blocks} bytes"
+    );
+}
+
+#[test]
+fn export_of_snapshot_reads_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("disk");
+    let opts = CreateOptions {
+        size: MIB,
+        cluster_size: CLUSTER,
+    };
+    Disk::create(&dir, &opts).unwrap();
+    let disk = Disk::open(&dir, Access::ReadWrite).unwrap();
+    disk.write_at(b"old", 0).unwrap();
+    disk.snapshot(Some("s1"), None).unwrap();
+    disk.write_at(b"new", 0).unwrap();
+    disk.close().unwrap();
+
+    let out = tmp.path().join("s1.raw");
+    convert::export_raw(&dir, Some("s1"), &out).unwrap();
+    assert_eq!(&std::fs::read(&out).unwrap()[..3], b"old");
+    let check = check::check(&dir, CheckMode::Report).unwrap();
+    assert_eq!(check.result, CheckResult::Clean);
+}
