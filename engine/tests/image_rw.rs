@@ -407,3 +407,10 @@ fn raw_export_matches_qemu_compare() {
         "qemu-img compare found a difference: {status}"
     );
 }
+
+#[test]
+fn disk_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Disk>();
+    shareable::<Arc<Disk>>();
+}
