@@ -44,3 +44,32 @@ fn mount_write_umount_remount() {
         leftovers(home.path().to_str().unwrap())
     );
 }
+
+#[test]
+fn read_only_mount_rejects_writes() {
+    let home = Home::new();
+    let disk = home.disk("disk", 128 * MIB);
+    let target = home.target("mnt");
+    let disk_arg = disk.to_str().unwrap();
+    let target_arg = target.to_str().unwrap();
+    home.lamina_ok(&["mount", disk_arg, "--target", target_arg]);
+    std::fs::write(target.join("file"), b"before").expect("write");
+    home.lamina_ok(&["umount", disk_arg]);
+
+    home.lamina_ok(&["mount", disk_arg, "--target", target_arg, "--read-only"]);
+    let mounts = home.mounts();
+    assert!(mounts[0].read_only, "mount not listed as read-only");
+    assert_eq!(std::fs::read(target.join("file")).expect("read"), b"before");
+    let error = std::fs::write(target.join("other"), b"x").expect_err("write on read-only mount");
+    assert_eq!(error.raw_os_error(), Some(nix::errno::Errno::EROFS as i32));
+    home.lamina_ok(&["umount", target_arg]);
+    assert!(leftovers(home.path().to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn list_prints_table_header() {
+    let home = Home::new();
+    let output = home.lamina_ok(&["list"]);
+    assert!(output.starts_with("DISK"), "list output: {output}");
+    assert_eq!(output.lines().count(), 1, "list output: {output}");
+}

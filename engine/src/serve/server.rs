@@ -65,6 +65,13 @@ enum Startup {
 /// process starts threads of its own: a fork copies only the calling
 /// thread, and locks held by other threads stay locked in the child.
 pub(crate) fn spawn(config: &ServerConfig) -> Result<MountInfo, ServeError> {
+    let threads = thread_count();
+    if threads > 1 {
+        tracing::warn!(
+            threads,
+            "forking the server from a multi-threaded process; call mount before starting threads"
+        );
+    }
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ServeError::io("create pipe for", &config.run_dir, e.into()))?;
 
@@ -96,6 +103,16 @@ pub(crate) fn spawn(config: &ServerConfig) -> Result<MountInfo, ServeError> {
         }
         Err(e) => Err(ServeError::io("fork server for", &config.disk, e.into())),
     }
+}
+
+/// Returns the number of threads of this process, or 0 when unknown.
+fn thread_count() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn wait_ready(pipe: OwnedFd, config: &ServerConfig) -> Result<MountInfo, ServeError> {
