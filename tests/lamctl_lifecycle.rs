@@ -197,7 +197,22 @@ fn busybox_container_lifecycle() {
 fn running_container_rejects_start_destroy_umount() {
     let home = Home::new();
     home.create("71002", &[]);
+    // A hostname saved while stopped is written into the root at start.
+    home.ok(&["set", "71002", "--hostname", "saved-name", "--save"]);
     home.ok(&["start", "71002"]);
+    assert_eq!(
+        home.ok(&["exec", "71002", "cat", "/etc/hostname"]),
+        "saved-name\n"
+    );
+    assert_eq!(home.ok(&["exec", "71002", "hostname"]), "saved-name\n");
+
+    // --hostname on a running container applies live and to the file.
+    home.ok(&["set", "71002", "--hostname", "live-name"]);
+    assert_eq!(home.ok(&["exec", "71002", "hostname"]), "live-name\n");
+    assert_eq!(
+        home.ok(&["exec", "71002", "cat", "/etc/hostname"]),
+        "live-name\n"
+    );
     let before = home.files();
 
     for (args, code) in [

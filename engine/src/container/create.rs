@@ -14,6 +14,7 @@ use super::ctid::{self, Ctid};
 use super::error::ContainerError;
 use super::layout::Layout;
 use super::lock::CtLock;
+use super::net::{self, NetOptions};
 use super::rootfs;
 use super::samples::{self, DEFAULT_SAMPLE};
 use super::template;
@@ -34,6 +35,8 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     /// Container name.
     pub name: Option<String>,
+    /// Addresses, interfaces and resolver settings.
+    pub net: NetOptions,
 }
 
 /// The container that [`create`] made.
@@ -57,6 +60,7 @@ pub fn create(
     let conf_path = layout.conf_file(ctid);
     let mut config = initial_config(layout, &conf_path, opts)?;
     apply_options(&mut config, layout, opts)?;
+    net::update_config(layout, ctid, &mut config, &opts.net)?;
     let paths = layout.container_paths(ctid, &config, &conf_path)?;
     if paths.private.exists() {
         return Err(ContainerError::PrivateExists {
@@ -285,7 +289,11 @@ impl Build {
         hostname: Option<&str>,
     ) -> Result<(), ContainerError> {
         if self.tmp.exists() {
+            // An interrupted create may have left its image mounted.
             tracing::warn!(path = %self.tmp.display(), "removing a leftover temp private area");
+            if let Some(target) = backend::mounted_at(&self.tmp.join("root.hdd")) {
+                backend::umount(&target, true)?;
+            }
             fs::remove_dir_all(&self.tmp).map_err(ContainerError::io("remove", &self.tmp))?;
         }
         fs::create_dir_all(&self.tmp).map_err(ContainerError::io("create directory", &self.tmp))?;

@@ -9,6 +9,8 @@ use super::error::ContainerError;
 use super::instance::Container;
 use super::layout::Layout;
 use super::lock::CtLock;
+use super::net;
+use super::rootfs;
 
 /// The result of `mount` and `stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,13 @@ fn start_locked(container: &Container, wait: bool) -> Result<(), ContainerError>
     if mounted_here {
         mount_root(container)?;
     }
+    let hostname_written = write_hostname(container);
+    if let Err(err) = hostname_written {
+        if mounted_here {
+            let _ = backend::umount(&container.paths.root, true);
+        }
+        return Err(err);
+    }
 
     let state_dir = container.state_dir();
     let request = StartRequest {
@@ -84,7 +93,9 @@ fn start_locked(container: &Container, wait: bool) -> Result<(), ContainerError>
     };
     let result = fs::create_dir_all(&state_dir)
         .map_err(ContainerError::io("create directory", &state_dir))
-        .and_then(|()| backend::start(&request));
+        .and_then(|()| net::prepare_root(container))
+        .and_then(|()| backend::start(&request))
+        .and_then(|()| net::setup(container));
     if result.is_err() && mounted_here {
         // Leave the container as it was: stopped and unmounted.
         if let Err(err) = backend::umount(&container.paths.root, true) {
@@ -92,6 +103,21 @@ fn start_locked(container: &Container, wait: bool) -> Result<(), ContainerError>
         }
     }
     result
+}
+
+/// Writes HOSTNAME into the root's `/etc/hostname`, as vzctl's distribution
+/// scripts do at start, so a hostname saved while the container was
+/// stopped takes effect. A root without `/etc` is left alone.
+fn write_hostname(container: &Container) -> Result<(), ContainerError> {
+    let Some(hostname) = container.config.get_nonempty("HOSTNAME") else {
+        return Ok(());
+    };
+    let etc = container.paths.root.join("etc");
+    if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let data = format!("{hostname}\n");
+    rootfs::write_file(&container.paths.root, "etc", "hostname", data.as_bytes())
 }
 
 /// Stops the container and unmounts its root (vzctl `stop`). A container
@@ -108,6 +134,7 @@ fn stop_locked(container: &Container, fast: bool) -> Result<Outcome, ContainerEr
     }
     let timeout = container.layout.stop_timeout(&container.config);
     backend::stop(container.ctid, &container.state_dir(), timeout, fast)?;
+    net::teardown(container)?;
     if container.is_mounted() {
         backend::umount(&container.paths.root, false)?;
     }
