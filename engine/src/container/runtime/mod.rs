@@ -366,9 +366,23 @@ pub fn stop(
         stop::Request::Signal(stop::shutdown_signal(init_kind(state.init_pid)))
     };
     stop::stop(&LinuxSyscalls, &state, request, timeout)?;
+    wait_reaped(&state);
     State::remove(state_dir)?;
     tracing::info!(ctid, "container stopped");
     Ok(())
+}
+
+/// Waits until the monitor has reaped init, so that init's PID is gone
+/// when a stop returns. The monitor checks every 500 ms.
+fn wait_reaped(state: &State) {
+    for _ in 0..100 {
+        let present = proc_stat(state.init_pid).is_some_and(|s| s.start_time == state.start_time);
+        if !present {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!(ctid = %state.ctid, init_pid = state.init_pid, "init was not reaped in time");
 }
 
 /// Returns whether the container runs. A state file whose init is gone is

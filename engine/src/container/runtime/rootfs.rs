@@ -136,9 +136,13 @@ fn mount_proc(sys: &dyn Syscalls, root: &Path) -> Step {
         MsFlags::MS_REC,
     )?;
     read_only(sys, &sysctl)?;
+    // Kernels without CONFIG_MAGIC_SYSRQ have no sysrq-trigger.
     let trigger = proc.join("sysrq-trigger");
-    bind(sys, &trigger, &trigger, MsFlags::empty())?;
-    read_only(sys, &trigger)
+    match bind(sys, &trigger, &trigger, MsFlags::empty()) {
+        Err(err) if err.errno == nix::Error::ENOENT => Ok(()),
+        Err(err) => Err(err),
+        Ok(()) => read_only(sys, &trigger),
+    }
 }
 
 fn mount_sys(sys: &dyn Syscalls, root: &Path, cgroup2: bool) -> Step {
