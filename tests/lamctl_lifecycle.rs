@@ -68,8 +68,8 @@ fn df_kb(home: &Home, ctid: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Returns field 22 of `/proc/PID/stat` (start time in clock ticks), which
-/// tells a reused PID apart.
+/// Returns field 22 of `/proc/PID/stat`, the start time in clock ticks,
+/// which distinguishes a reused PID.
 fn start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];

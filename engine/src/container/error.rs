@@ -143,8 +143,12 @@ pub enum ContainerError {
     },
 
     /// The snapshot ID is not known to the container's disk.
-    #[error("Snapshot {id} not found")]
+    #[error("Snapshot {id} not found: run snapshot-list for the IDs")]
     SnapshotNotFound { id: String },
+
+    /// A networking option or step failed.
+    #[error(transparent)]
+    Net(#[from] super::net::NetError),
 }
 
 /// The step of a container operation that a backend error came from; it
@@ -246,6 +250,7 @@ impl ContainerError {
             E::Io { .. } => 3,
             E::Backend { stage, .. } => stage_exit_code(*stage),
             E::SnapshotNotFound { .. } => 21,
+            E::Net(err) => err.exit_code(),
         }
     }
 }
@@ -298,6 +303,7 @@ impl HasKind for ContainerError {
             E::Locked { .. } | E::Running { .. } | E::Mounted { .. } => ErrorKind::Busy,
             E::Io { .. } => ErrorKind::Io,
             E::Backend { kind, .. } => *kind,
+            E::Net(err) => err.kind(),
         }
     }
 }
