@@ -6,6 +6,7 @@ use lamina_engine::container::ctid::Ctid;
 use lamina_engine::container::layout::Layout;
 
 use super::Output;
+use super::net::NetArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +30,8 @@ pub struct Args {
     /// Name to address the container by.
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerError> {
@@ -40,6 +43,7 @@ pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerErr
         diskinodes: args.diskinodes,
         hostname: args.hostname,
         name: args.name,
+        net: args.net.into_options(),
     };
     let label = opts.ostemplate.clone().unwrap_or_default();
     out.say(format_args!("Creating container private area ({label})"));

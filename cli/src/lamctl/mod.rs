@@ -11,6 +11,7 @@ mod enter;
 mod exec;
 mod list;
 mod mount;
+mod net;
 mod set;
 mod snapshot;
 mod start;

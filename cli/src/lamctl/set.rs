@@ -4,6 +4,7 @@ use lamina_engine::container::ContainerError;
 use lamina_engine::container::layout::Layout;
 use lamina_engine::container::set::{self, SetOptions};
 
+use super::net::NetArgs;
 use super::{Output, resolve};
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,8 @@ pub struct Args {
     /// Seconds that stop waits for init before killing; 0 for 120.
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<String>,
+    #[command(flatten)]
+    net: NetArgs,
     /// Write the changes into the container's config.
     #[arg(long)]
     save: bool,
@@ -62,6 +65,7 @@ pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerErr
         name: args.name,
         onboot: args.onboot,
         stop_timeout: args.stop_timeout,
+        net: args.net.into_options(),
         save: args.save,
     };
     let report = set::set(layout, ctid, &opts)?;

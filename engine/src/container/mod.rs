@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod lock;
 pub mod mounts;
+pub mod net;
 pub mod resources;
 pub mod rootfs;
 pub mod runtime;

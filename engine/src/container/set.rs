@@ -14,6 +14,7 @@ use super::error::ContainerError;
 use super::instance::Container;
 use super::layout::Layout;
 use super::lock::CtLock;
+use super::net::{self, NetOptions};
 use super::resources::{CPUUNITS_RANGE, Resources};
 use super::rootfs;
 use super::units::{Unit, Unlimited, format_pair, page_size, parse_pair, parse_value};
@@ -43,6 +44,8 @@ pub struct SetOptions {
     pub onboot: Option<String>,
     /// Seconds to wait for init at stop (`--stop-timeout`).
     pub stop_timeout: Option<String>,
+    /// Addresses, interfaces and resolver settings.
+    pub net: NetOptions,
     /// Write the changes into the config (`--save`).
     pub save: bool,
 }
@@ -75,6 +78,7 @@ pub fn set(layout: &Layout, ctid: Ctid, opts: &SetOptions) -> Result<SetReport, 
     for (key, value) in &changes {
         any_change |= changed.set(key, value);
     }
+    any_change |= net::update_config(layout, ctid, &mut changed, &opts.net)?;
     let resources = Resources::from_config(&changed, &container.conf_path)?;
 
     let running = matches!(container.run_state()?, RunState::Running { .. });
@@ -86,6 +90,9 @@ pub fn set(layout: &Layout, ctid: Ctid, opts: &SetOptions) -> Result<SetReport, 
     if let Some(hostname) = &opts.hostname {
         apply_hostname(&container, running, hostname)?;
         report.applied_live |= running;
+    }
+    if !opts.net.is_empty() || opts.hostname.is_some() {
+        report.applied_live |= net::apply_set(&container, &changed)?;
     }
     if let Some(space) = &opts.diskspace {
         grow_disk(&container, space)?;

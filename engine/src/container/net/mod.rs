@@ -1,0 +1,268 @@
+//! Container networking: routed addresses (IP_ADDRESS, vzctl's venet),
+//! bridged veth interfaces (NETIF), and the container's resolver and hosts
+//! files (NAMESERVER, SEARCHDOMAIN, HOSTNAME).
+//!
+//! `create` and `set` validate options and store them with
+//! [`update_config`]; `start` calls [`prepare_root`] before init and
+//! [`setup`] once init runs; `set` calls [`apply_set`] to change a running
+//! or mounted container; `stop` calls [`teardown`]. The host side of every
+//! pair lives in the network namespace of the calling process.
+
+pub mod addr;
+pub mod error;
+pub mod files;
+pub mod link;
+pub mod netif;
+pub mod sys;
+
+use std::fs;
+
+pub use error::NetError;
+
+use super::backend::{self, RunState};
+use super::config::ConfigFile;
+use super::ctid::{Ctid, ctid_of_conf};
+use super::error::ContainerError;
+use super::instance::Container;
+use super::layout::Layout;
+use super::rootfs;
+use addr::CtAddress;
+use files::HostsStyle;
+use netif::Netif;
+use sys::{LinuxNet, NetSys};
+
+/// The networking options of `create` and `set`, as given on the command
+/// line. Every list may hold several values.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    /// `--ipadd ADDR[/PREFIX]`.
+    pub ipadd: Vec<String>,
+    /// `--ipdel ADDR|all`.
+    pub ipdel: Vec<String>,
+    /// `--netif_add IFNAME[,MAC,HOST_IFNAME,HOST_MAC,BRIDGE]`.
+    pub netif_add: Vec<String>,
+    /// `--netif_del IFNAME|all`.
+    pub netif_del: Vec<String>,
+    /// `--nameserver ADDR|inherit`; replaces the whole list.
+    pub nameserver: Vec<String>,
+    /// `--searchdomain NAME|inherit`; replaces the whole list.
+    pub searchdomain: Vec<String>,
+}
+
+impl NetOptions {
+    /// Returns whether no networking option was given.
+    pub fn is_empty(&self) -> bool {
+        self.ipadd.is_empty()
+            && self.ipdel.is_empty()
+            && self.netif_add.is_empty()
+            && self.netif_del.is_empty()
+            && self.nameserver.is_empty()
+            && self.searchdomain.is_empty()
+    }
+}
+
+/// The networking keys of a config, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// IP_ADDRESS.
+    pub addresses: Vec<CtAddress>,
+    /// NETIF.
+    pub netifs: Vec<Netif>,
+}
+
+impl NetConfig {
+    /// Parses IP_ADDRESS and NETIF of `config`.
+    pub fn of(config: &ConfigFile) -> Self {
+        NetConfig {
+            addresses: addr::parse_list(config.get("IP_ADDRESS").unwrap_or_default()),
+            netifs: netif::parse_config(config.get("NETIF").unwrap_or_default()),
+        }
+    }
+}
+
+/// Validates `opts` and writes IP_ADDRESS, NETIF, NAMESERVER and
+/// SEARCHDOMAIN of container `ctid` into `config`. Returns whether a value
+/// changed. Nothing is written when a value is invalid, an address belongs
+/// to another container, or a new interface names a bridge the host does
+/// not have.
+pub fn update_config(
+    layout: &Layout,
+    ctid: Ctid,
+    config: &mut ConfigFile,
+    opts: &NetOptions,
+) -> Result<bool, NetError> {
+    update_config_with(&LinuxNet, layout, ctid, config, opts)
+}
+
+/// [`update_config`] with the bridge lookup going through `sys`.
+pub fn update_config_with(
+    sys: &dyn NetSys,
+    layout: &Layout,
+    ctid: Ctid,
+    config: &mut ConfigFile,
+    opts: &NetOptions,
+) -> Result<bool, NetError> {
+    let current = NetConfig::of(config);
+    let addresses = addr::edit_list(&current.addresses, &opts.ipadd, &opts.ipdel)?;
+    for added in addresses.iter().filter(|a| !current.addresses.contains(a)) {
+        if let Some(owner) = address_owner(layout, ctid, added)? {
+            return Err(NetError::AddressInUse {
+                address: added.ip.to_string(),
+                owner: owner.get(),
+            });
+        }
+    }
+    let netifs = netif::edit_list(
+        &current.netifs,
+        ctid.get(),
+        &opts.netif_add,
+        &opts.netif_del,
+    )?;
+    for new in netifs.iter().filter(|n| !current.netifs.contains(n)) {
+        if let Some(bridge) = &new.bridge {
+            link::require_bridge(sys, bridge)?;
+        }
+    }
+    files::validate_nameservers(&opts.nameserver)?;
+    files::validate_search_domains(&opts.searchdomain)?;
+
+    let mut changed = false;
+    if !opts.ipadd.is_empty() || !opts.ipdel.is_empty() {
+        changed |= config.set("IP_ADDRESS", &addr::format_list(&addresses));
+    }
+    if !opts.netif_add.is_empty() || !opts.netif_del.is_empty() {
+        changed |= config.set("NETIF", &netif::format_config(&netifs));
+    }
+    if !opts.nameserver.is_empty() {
+        changed |= config.set("NAMESERVER", &opts.nameserver.join(" "));
+    }
+    if !opts.searchdomain.is_empty() {
+        changed |= config.set("SEARCHDOMAIN", &opts.searchdomain.join(" "));
+    }
+    Ok(changed)
+}
+
+/// Returns the other container whose config holds `address`, if any.
+fn address_owner(
+    layout: &Layout,
+    ctid: Ctid,
+    address: &CtAddress,
+) -> Result<Option<Ctid>, NetError> {
+    let Ok(entries) = fs::read_dir(&layout.conf_dir) else {
+        return Ok(None);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(other) = ctid_of_conf(&path).filter(|&other| other != ctid) else {
+            continue;
+        };
+        let Ok(config) = ConfigFile::load(&path) else {
+            continue;
+        };
+        let list = addr::parse_list(config.get("IP_ADDRESS").unwrap_or_default());
+        if list.iter().any(|a| a.ip == address.ip) {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes `/etc/resolv.conf` and `/etc/hosts` into the container's mounted
+/// root from NAMESERVER, SEARCHDOMAIN, HOSTNAME and IP_ADDRESS. A file is
+/// left alone when its keys are unset.
+pub fn write_root_files(container: &Container, config: &ConfigFile) -> Result<(), ContainerError> {
+    let root = &container.paths.root;
+    let nameserver = config
+        .get_nonempty("NAMESERVER")
+        .or_else(|| container.layout.global.get_nonempty("NAMESERVER"));
+    let search = config
+        .get_nonempty("SEARCHDOMAIN")
+        .or_else(|| container.layout.global.get_nonempty("SEARCHDOMAIN"));
+    if nameserver.is_some() || search.is_some() {
+        let host = fs::read_to_string(files::HOST_RESOLV_CONF).unwrap_or_default();
+        let text = files::resolv_conf(nameserver, search, &host);
+        rootfs::write_file(root, "etc", "resolv.conf", text.as_bytes())?;
+    }
+
+    if let Some(hostname) = config.get_nonempty("HOSTNAME") {
+        let current = files::read_in_root(root, "etc/hosts").unwrap_or_default();
+        let addresses = NetConfig::of(config).addresses;
+        let style = HostsStyle::of_root(root);
+        let text = files::hosts(&current, hostname, addresses.first(), style);
+        rootfs::write_file(root, "etc", "hosts", text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Prepares the mounted root before init starts: the resolver and hosts
+/// files.
+pub fn prepare_root(container: &Container) -> Result<(), ContainerError> {
+    write_root_files(container, &container.config)
+}
+
+/// Creates the container's veth pairs, addresses and routes once init
+/// runs. On failure the pairs made so far are removed, the container is
+/// killed, and the error is returned.
+pub fn setup(container: &Container) -> Result<(), ContainerError> {
+    let RunState::Running { init_pid, .. } = container.run_state()? else {
+        return Err(ContainerError::NotRunning {
+            ctid: container.ctid.get(),
+        });
+    };
+    let net = NetConfig::of(&container.config);
+    let result = setup_with(&LinuxNet, container.ctid.get(), init_pid, &net);
+    if let Err(err) = &result {
+        tracing::error!(ctid = %container.ctid, error = %err, "network setup failed; stopping the container");
+        let _ = link::teardown(&LinuxNet, container.ctid.get(), &net.netifs);
+        if let Err(stop_err) = backend::stop(container.ctid, &container.state_dir(), 0, true) {
+            tracing::warn!(ctid = %container.ctid, error = %stop_err, "stop after failed network setup");
+        }
+    }
+    Ok(result?)
+}
+
+/// Creates the pairs of `net` for the container whose init is `pid`.
+pub fn setup_with(sys: &dyn NetSys, ctid: u32, pid: i32, net: &NetConfig) -> Result<(), NetError> {
+    link::apply_routed(sys, ctid, pid, &[], &net.addresses)?;
+    link::apply_netifs(sys, pid, &[], &net.netifs)?;
+    if !net.addresses.is_empty() || !net.netifs.is_empty() {
+        tracing::info!(
+            ctid,
+            addresses = net.addresses.len(),
+            netifs = net.netifs.len(),
+            "network configured"
+        );
+    }
+    Ok(())
+}
+
+/// Applies a `set` that changed the config from `container.config` to
+/// `new`: the pairs of a running container change live, and the files of
+/// a mounted root are rewritten. Returns whether a running container
+/// changed.
+pub fn apply_set(container: &Container, new: &ConfigFile) -> Result<bool, ContainerError> {
+    let mut live = false;
+    if let RunState::Running { init_pid, .. } = container.run_state()? {
+        let old = NetConfig::of(&container.config);
+        let next = NetConfig::of(new);
+        let ctid = container.ctid.get();
+        link::apply_netifs(&LinuxNet, init_pid, &old.netifs, &next.netifs)?;
+        link::apply_routed(&LinuxNet, ctid, init_pid, &old.addresses, &next.addresses)?;
+        live = true;
+    }
+    if container.is_mounted() {
+        write_root_files(container, new)?;
+    }
+    Ok(live)
+}
+
+/// Removes the container's pairs and with them their routes; called
+/// after the container stopped, and harmless when nothing is left.
+pub fn teardown(container: &Container) -> Result<(), ContainerError> {
+    let net = NetConfig::of(&container.config);
+    Ok(link::teardown(
+        &LinuxNet,
+        container.ctid.get(),
+        &net.netifs,
+    )?)
+}
