@@ -24,6 +24,10 @@ pub const IO: u8 = 6;
 pub const ALREADY_EXISTS: u8 = 7;
 /// The request is valid but not supported.
 pub const UNSUPPORTED: u8 = 8;
+/// `lamina check --repair` found problems and repaired all of them.
+pub const CHECK_REPAIRED: u8 = 9;
+/// `lamina check` found only problems that `--repair` can fix.
+pub const CHECK_REPAIRABLE: u8 = 10;
 
 /// Returns the exit code for an error kind.
 pub fn code_for(kind: ErrorKind) -> u8 {
@@ -51,6 +55,9 @@ pub fn kind_of(error: &anyhow::Error) -> Option<ErrorKind> {
             return Some(e.kind());
         }
         if let Some(e) = cause.downcast_ref::<lamina_engine::image::ImageError>() {
+            return Some(e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<lamina_engine::image::ops::OpsError>() {
             return Some(e.kind());
         }
         if cause.downcast_ref::<UsageError>().is_some() {

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         Command::SnapshotSwitch(args) => lamina::snapshot_switch::run(args),
         Command::SnapshotMerge(args) => lamina::snapshot_merge::run(args),
         Command::Resize(args) => lamina::resize::run(args),
-        Command::Check(args) => lamina::check::run(args),
+        Command::Check(args) => return lamina::check::main(args),
         Command::Convert(args) => lamina::convert::run(args),
         Command::Compact(args) => lamina::compact::run(args),
     };

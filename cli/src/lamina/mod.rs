@@ -9,7 +9,6 @@ pub mod init;
 pub mod list;
 pub mod mount;
 pub mod nbd;
-pub mod pending;
 pub mod read;
 pub mod resize;
 pub mod route;

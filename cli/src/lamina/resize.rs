@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk};
+use lamina_engine::image::ops;
 use lamina_engine::serve::{ControlRequest, ControlResponse};
 
-use super::pending;
 use super::route::{self, Route};
 use crate::size::Size;
 
@@ -37,17 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 other => Err(route::unexpected("grow", &other)),
             }
         }
-        Route::Offline | Route::SnapshotMounted(_) => {
-            let disk = Disk::open(&args.disk, Access::ReadWrite)
-                .with_context(|| format!("open disk {}", args.disk.display()))?;
-            if size >= disk.virtual_size() {
-                disk.grow(size)?;
-            } else {
-                pending::shrink(&disk, size)?;
-            }
-            disk.close()?;
-            Ok(())
-        }
+        Route::Offline | Route::SnapshotMounted(_) => ops::resize(&args.disk, size)
+            .with_context(|| format!("resize {} to {size} bytes", args.disk.display())),
     }
 }
 

@@ -4,34 +4,35 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk, resolve_snapshot};
+use lamina_engine::image::{ops, resolve_snapshot};
 
-use super::pending;
 use super::route::{self, Route};
 
 /// Arguments of `lamina snapshot-delete`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Disk directory.
+    /// Disk directory; the disk must not be mounted.
     pub disk: PathBuf,
     /// The snapshot's UUID or name.
     pub snapshot: String,
 }
 
-/// Deletes the snapshot; data that later layers still need is merged
-/// into them first.
+/// Deletes the snapshot offline; data that its children still read is
+/// moved into them first.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let uuid = resolve_snapshot(&args.disk, &args.snapshot)?;
+    resolve_snapshot(&args.disk, &args.snapshot)?;
     match route::route(&args.disk)? {
+        // NOTE: the server's control protocol has no delete request, so a
+        // mounted disk is rejected instead of being forwarded.
         Route::Mounted(info) | Route::SnapshotMounted(info) => {
             Err(route::reject_mounted("`lamina snapshot-delete`", info))
         }
-        Route::Offline => {
-            let disk = Disk::open(&args.disk, Access::ReadWrite)
-                .with_context(|| format!("open disk {}", args.disk.display()))?;
-            pending::snapshot_delete(&disk, uuid)?;
-            disk.close()?;
-            Ok(())
-        }
+        Route::Offline => ops::snapshot_delete(&args.disk, &args.snapshot).with_context(|| {
+            format!(
+                "delete snapshot {} of {}",
+                args.snapshot,
+                args.disk.display()
+            )
+        }),
     }
 }

@@ -4,33 +4,35 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk};
+use lamina_engine::image::ops::{self, MergeScope};
 
-use super::pending;
 use super::route::{self, Route};
 
 /// Arguments of `lamina snapshot-merge`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Disk directory.
+    /// Disk directory; the disk must not be mounted.
     pub disk: PathBuf,
     /// Merge the whole chain into one delta.
     #[arg(long)]
     pub all: bool,
 }
 
-/// Merges; the disk reads the same before and after.
+/// Merges offline; the disk reads the same before and after, and the
+/// merged parents' UUIDs and names go away.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let scope = if args.all {
+        MergeScope::All
+    } else {
+        MergeScope::Parent
+    };
     match route::route(&args.disk)? {
+        // NOTE: the server's control protocol has no merge request, so a
+        // mounted disk is rejected instead of being forwarded.
         Route::Mounted(info) | Route::SnapshotMounted(info) => {
             Err(route::reject_mounted("`lamina snapshot-merge`", info))
         }
-        Route::Offline => {
-            let disk = Disk::open(&args.disk, Access::ReadWrite)
-                .with_context(|| format!("open disk {}", args.disk.display()))?;
-            pending::snapshot_merge(&disk, args.all)?;
-            disk.close()?;
-            Ok(())
-        }
+        Route::Offline => ops::snapshot_merge(&args.disk, scope)
+            .with_context(|| format!("merge snapshots of {}", args.disk.display())),
     }
 }

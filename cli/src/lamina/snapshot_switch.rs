@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk, resolve_snapshot};
+use lamina_engine::image::{ops, resolve_snapshot};
 
-use super::pending;
 use super::route;
 
 /// Arguments of `lamina snapshot-switch`.
@@ -18,13 +17,18 @@ pub struct Args {
     pub snapshot: String,
 }
 
-/// Switches offline; a mounted disk is rejected with the busy code.
+/// Switches offline and prints the UUID of the new empty top; a mounted
+/// disk is rejected with the busy code.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let uuid = resolve_snapshot(&args.disk, &args.snapshot)?;
+    resolve_snapshot(&args.disk, &args.snapshot)?;
     route::require_offline("`lamina snapshot-switch`", &args.disk)?;
-    let disk = Disk::open(&args.disk, Access::ReadWrite)
-        .with_context(|| format!("open disk {}", args.disk.display()))?;
-    pending::snapshot_switch(&disk, uuid)?;
-    disk.close()?;
+    let top = ops::snapshot_switch(&args.disk, &args.snapshot).with_context(|| {
+        format!(
+            "switch {} to snapshot {}",
+            args.disk.display(),
+            args.snapshot
+        )
+    })?;
+    println!("{top}");
     Ok(())
 }
