@@ -1,6 +1,6 @@
 //! Container networking through `lamctl`, each test inside a network
 //! namespace of its own that stands for the host: routed addresses
-//! answering ping, a live --ipdel, two containers on one bridge, restarts
+//! that reply to ping, a live --ipdel, two containers on one bridge, restarts
 //! that keep addresses and MACs, nothing left after stop, and the bad
 //! inputs with vzctl's exit codes. Runs as root.
 

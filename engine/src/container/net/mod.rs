@@ -223,16 +223,17 @@ pub fn setup(container: &Container) -> Result<(), ContainerError> {
 
 /// Creates the pairs of `net` for the container whose init is `pid`.
 pub fn setup_with(sys: &dyn NetSys, ctid: u32, pid: i32, net: &NetConfig) -> Result<(), NetError> {
+    if net.addresses.is_empty() && net.netifs.is_empty() {
+        return Ok(());
+    }
     link::apply_routed(sys, ctid, pid, &[], &net.addresses)?;
     link::apply_netifs(sys, pid, &[], &net.netifs)?;
-    if !net.addresses.is_empty() || !net.netifs.is_empty() {
-        tracing::info!(
-            ctid,
-            addresses = net.addresses.len(),
-            netifs = net.netifs.len(),
-            "network configured"
-        );
-    }
+    tracing::info!(
+        ctid,
+        addresses = net.addresses.len(),
+        netifs = net.netifs.len(),
+        "network configured"
+    );
     Ok(())
 }
 

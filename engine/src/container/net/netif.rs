@@ -3,8 +3,8 @@
 //!
 //! NETIF uses vzctl's syntax: one `key=value,...` group per interface,
 //! groups separated by `;`, with the keys `ifname`, `mac`, `host_ifname`,
-//! `host_mac` and `bridge`. Other keys vzctl knows (`mac_filter`, `gw`,
-//! ...) are kept as they are and have no effect here.
+//! `host_mac` and `bridge`. Other keys of vzctl (`mac_filter`, `gw`, ...)
+//! are kept as they are and have no effect here.
 
 use super::error::NetError;
 
@@ -231,8 +231,8 @@ fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
-/// Returns a random unicast, locally administered MAC (bit 1 of the first
-/// octet set, bit 0 clear; IEEE 802-2014 section 8.2.2).
+/// Returns a random unicast, locally administered MAC: the first octet
+/// has its local bit (bit 1) set and its group bit (bit 0) clear.
 pub fn random_mac() -> String {
     let random = uuid::Uuid::new_v4();
     let mut bytes = [0u8; 6];
