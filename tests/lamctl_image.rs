@@ -96,6 +96,9 @@ fn list_shows_containers() {
     let sorted = home.ok(&["list", "-a", "-H", "-o", "ctid,hostname", "-s", "-hostname"]);
     assert_eq!(sorted, "       102 two\n       101 one\n");
 
+    let filtered = home.ok(&["list", "-a", "-H", "-o", "ctid", "-h", "t*"]);
+    assert_eq!(filtered, "       102\n");
+
     let stopped = home.ok(&["list", "-S", "-1"]);
     assert_eq!(stopped, "       101\n       102\n");
 

@@ -6,7 +6,20 @@ use lamina_engine::container::layout::Layout;
 use lamina_engine::container::list::{self, DEFAULT_FIELDS, Filter};
 
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Show only containers whose hostname matches this shell pattern.
+    #[arg(short = 'h', long = "hostname")]
+    hostname: Option<String>,
+    /// Show only containers whose name matches this shell pattern.
+    #[arg(short = 'N', long = "name_filter")]
+    name_filter: Option<String>,
+    /// Show only containers whose description matches this shell pattern.
+    #[arg(short = 'd', long = "description")]
+    description: Option<String>,
     /// List every container, running or not.
     #[arg(short = 'a', long = "all", conflicts_with = "stopped")]
     all: bool,
@@ -71,6 +84,20 @@ pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
     let fields = list::parse_fields(&fields_text)?;
 
     let mut rows = list::collect(layout, filter, &only)?;
+    let filters = [
+        ("HOSTNAME", &args.hostname),
+        ("NAME", &args.name_filter),
+        ("DESCRIPTION", &args.description),
+    ];
+    for (key, pattern) in filters {
+        if let Some(pattern) = pattern {
+            let matches = |row: &list::Row| {
+                let value = row.config.get(key).unwrap_or_default();
+                list::glob_match(pattern, value)
+            };
+            rows.retain(matches);
+        }
+    }
     if let Some(spec) = &args.sort {
         let (name, reverse) = spec
             .strip_prefix('-')

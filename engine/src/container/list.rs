@@ -322,6 +322,56 @@ pub fn parse_fields(list: &str) -> Result<Vec<&'static Field>, ContainerError> {
         .collect()
 }
 
+/// Returns whether `text` matches the shell glob `pattern` (`*`, `?` and
+/// `[...]` sets), as vzlist's `-h`, `-N` and `-d` filters use fnmatch(3).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    glob_at(&pattern, &text)
+}
+
+fn glob_at(pattern: &[char], text: &[char]) -> bool {
+    match pattern.first() {
+        None => text.is_empty(),
+        Some('*') => (0..=text.len()).any(|skip| glob_at(&pattern[1..], &text[skip..])),
+        Some('?') => !text.is_empty() && glob_at(&pattern[1..], &text[1..]),
+        Some('[') => match (set_end(pattern), text.first()) {
+            (Some(end), Some(&c)) => {
+                set_contains(&pattern[1..end], c) && glob_at(&pattern[end + 1..], &text[1..])
+            }
+            (Some(_), None) => false,
+            (None, _) => text.first() == Some(&'[') && glob_at(&pattern[1..], &text[1..]),
+        },
+        Some(&c) => text.first() == Some(&c) && glob_at(&pattern[1..], &text[1..]),
+    }
+}
+
+/// Returns the index of the `]` that closes the set opening `pattern`.
+fn set_end(pattern: &[char]) -> Option<usize> {
+    let first = if pattern.get(1) == Some(&'!') { 2 } else { 1 };
+    // A `]` right after the opening bracket is a member, not the end.
+    (first + 1..pattern.len()).find(|&i| pattern[i] == ']')
+}
+
+fn set_contains(set: &[char], c: char) -> bool {
+    let (negated, set) = match set.first() {
+        Some('!') => (true, &set[1..]),
+        _ => (false, set),
+    };
+    let mut found = false;
+    let mut i = 0;
+    while i < set.len() {
+        if i + 2 < set.len() && set[i + 1] == '-' {
+            found |= (set[i]..=set[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            found |= set[i] == c;
+            i += 1;
+        }
+    }
+    found != negated
+}
+
 /// Sorts rows by `field`, unset values first; `reverse` for `-s -field`.
 pub fn sort(rows: &mut [Row], field: &Field, reverse: bool) {
     rows.sort_by(|a, b| {

@@ -126,3 +126,27 @@ fn disk_limits_in_kb() {
         Value::Number(Some(2_306_868))
     );
 }
+
+#[test]
+fn glob_patterns() {
+    let cases = [
+        ("web*", "web01", true),
+        ("web*", "db01", false),
+        ("*.example.org", "a.example.org", true),
+        ("ct10?", "ct101", true),
+        ("ct10?", "ct1011", false),
+        ("ct[0-9]x", "ct5x", true),
+        ("ct[!0-9]x", "ct5x", false),
+        ("ct[]]", "ct]", true),
+        ("[abc", "[abc", true),
+        ("", "", true),
+        ("*", "", true),
+    ];
+    for (pattern, text, expected) in cases {
+        assert_eq!(
+            glob_match(pattern, text),
+            expected,
+            "{pattern:?} vs {text:?}"
+        );
+    }
+}
