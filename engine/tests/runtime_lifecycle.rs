@@ -332,3 +332,67 @@ fn missing_init_fails_start_cleanly() {
         assert!(!memory.exists(), "{} left behind", memory.display());
     }
 }
+
+fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from `size`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0);
+}
+
+/// Reads the pty master until `needle` shows up or the reader thread ends.
+fn read_until(master: &std::os::fd::OwnedFd, output: &mut String, needle: &str) {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 1024];
+    while !output.contains(needle) {
+        let mut fds = [libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 30_000) };
+        assert!(ready > 0, "no output; got so far: {output:?}");
+        match nix::unistd::read(master.as_fd(), &mut buf) {
+            Ok(n) if n > 0 => output.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("pty read ended with {other:?}; got {output:?}"),
+        }
+    }
+}
+
+#[test]
+fn enter_relays_a_pty_and_window_size() {
+    let fixture = Fixture::new();
+    fixture.start();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    set_winsize(pty.slave.as_fd(), 33, 77);
+
+    let ctid = fixture.ctid.clone();
+    let state_dir = fixture.state_dir();
+    let slave = pty.slave;
+    let script = "stty size; tty; read line; stty size; exit 5";
+    let session = std::thread::spawn(move || {
+        let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
+        runtime::enter_on(&ctid, &state_dir, Some(&argv), slave.as_fd(), slave.as_fd())
+    });
+
+    let mut output = String::new();
+    read_until(&pty.master, &mut output, "/dev/pts/");
+    assert!(output.contains("33 77"), "first size: {output:?}");
+
+    // The resize reaches the session before the line that the shell
+    // waits for.
+    set_winsize(pty.master.as_fd(), 40, 100);
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGWINCH).unwrap();
+    nix::unistd::write(&pty.master, b"go\r").unwrap();
+    read_until(&pty.master, &mut output, "40 100");
+
+    let status = session.join().unwrap().unwrap();
+    assert_eq!(status, 5, "output: {output:?}");
+}

@@ -2,7 +2,10 @@
 //! terminal in raw mode, a relay between the two, and window size changes
 //! passed on (SIGWINCH, then TIOCSWINSZ on the pty).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -87,6 +90,11 @@ pub fn relay(
         ];
         // SAFETY: fds is a valid array of two pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // A resize that came with the input goes first, so that a program
+        // reading the input already sees the new size.
+        if RESIZED.swap(false, Ordering::Relaxed) {
+            copy_winsize(input.as_raw_fd(), master.as_raw_fd());
+        }
         if ready < 0 {
             let err = nix::Error::last();
             if err == nix::Error::EINTR {
@@ -137,4 +145,27 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+/// Opens a pty in the devpts instance of the container whose init is
+/// `init_pid`, so that `tty` inside names a device the container can
+/// see. The slave comes from TIOCGPTPEER (Linux 4.13), without a path.
+pub fn open_container_pty(init_pid: i32) -> nix::Result<(OwnedFd, OwnedFd)> {
+    let ptmx = format!("/proc/{init_pid}/root/dev/ptmx");
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::fcntl::open(ptmx.as_str(), flags, Mode::empty())?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(nix::Error::last());
+    }
+    let peer_flags = libc::O_RDWR | libc::O_NOCTTY;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, peer_flags) };
+    if slave < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    Ok((master, slave))
 }

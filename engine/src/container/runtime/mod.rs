@@ -503,15 +503,22 @@ pub fn enter_on(
         )
     })?;
 
-    let pty = nix::pty::openpty(None, None).map_err(RuntimeError::sys("open a pty"))?;
-    enter::copy_winsize(input.as_raw_fd(), pty.master.as_raw_fd());
+    let (master, slave) = match enter::open_container_pty(state.init_pid) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(error = %err, "no pty inside the container; using a host pty");
+            let pty = nix::pty::openpty(None, None).map_err(RuntimeError::sys("open a pty"))?;
+            (pty.master, pty.slave)
+        }
+    };
+    enter::copy_winsize(input.as_raw_fd(), master.as_raw_fd());
     let target = Target::open(&state, None, drop_caps(&state))?;
     enter::watch_resize()?;
     let raw_mode = enter::RawMode::enable(input);
-    let joined = join::run(&target, &command, Terminal::Pty(pty.slave.as_raw_fd()));
-    drop(pty.slave);
+    let joined = join::run(&target, &command, Terminal::Pty(slave.as_raw_fd()));
+    drop(slave);
     let joined = joined?;
-    let relayed = enter::relay(input, output, &pty.master);
+    let relayed = enter::relay(input, output, &master);
     drop(raw_mode);
     let status = joined.wait(&state.ctid, &command.name, None)?;
     relayed?;

@@ -45,6 +45,7 @@ pub struct SpawnPlan {
 }
 
 /// Where init ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spawned {
     /// Init's host PID.
     pub init_pid: i32,
