@@ -169,9 +169,17 @@ fn snapshot_mount_beside_mounted_root() {
         "snapshot mount is writable"
     );
 
+    // destroy must not pull the image from under the snapshot mount.
+    home.ok(&["umount", "101"]);
+    let (code, stderr) = home.fails(&["destroy", "101"]);
+    assert_eq!(code, 41, "{stderr}");
+    assert_eq!(
+        fs::read_to_string(target.path().join("root/before")).unwrap(),
+        "old data"
+    );
+
     home.ok(&["snapshot-umount", "101", "--id", snap]);
     assert!(!home.mounts().iter().any(|m| m == target.path()));
-    home.ok(&["umount", "101"]);
     home.assert_clean();
 
     // The config copy saved with the snapshot is there, as vzctl keeps it.

@@ -123,6 +123,14 @@ pub fn mounted_at(disk: &Path) -> Option<PathBuf> {
         .map(|m| m.target)
 }
 
+/// Returns whether any mount of the image exists, the top or a snapshot.
+pub fn has_any_mount(disk: &Path) -> bool {
+    let Ok(disk) = disk.canonicalize() else {
+        return false;
+    };
+    serve::list().is_ok_and(|mounts| mounts.iter().any(|m| m.disk == disk))
+}
+
 /// Grows the mounted image and its filesystem to `size` bytes.
 pub fn grow(disk: &Path, size: u64) -> Result<(), ContainerError> {
     let size = size.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE;
@@ -235,7 +243,7 @@ fn unexpected_json(value: &serde_json::Value) -> ContainerError {
 
 /// Deletes snapshot `id`, merging its data into its child.
 pub fn snapshot_delete(disk: &Path, id: Uuid) -> Result<(), ContainerError> {
-    if mounted_at(disk).is_some() {
+    if has_any_mount(disk) {
         return Err(mounted_disk(Stage::SnapshotDelete));
     }
     image::ops::snapshot_delete(disk, &id.to_string())
@@ -248,13 +256,15 @@ fn mounted_disk(stage: Stage) -> ContainerError {
     ContainerError::Backend {
         stage,
         kind: ErrorKind::Busy,
-        message: "the image is mounted; stop or umount the container first".to_string(),
+        message: "the image or one of its snapshots is mounted; stop the container and \
+                  run umount and snapshot-umount first"
+            .to_string(),
     }
 }
 
 /// Reverts the image to snapshot `id`; the current top is discarded.
 pub fn snapshot_switch(disk: &Path, id: Uuid) -> Result<(), ContainerError> {
-    if mounted_at(disk).is_some() {
+    if has_any_mount(disk) {
         return Err(mounted_disk(Stage::SnapshotSwitch));
     }
     image::ops::snapshot_switch(disk, &id.to_string())

@@ -4,6 +4,9 @@
 //! the template is extracted and unmounted, and the config is written last,
 //! so a failed or interrupted create leaves no container behind. A guard
 //! undoes the mount, the temp area and the mount point on every error.
+//!
+//! NOTE: a signal that kills lamctl skips the guard; the next create of the
+//! same CTID unmounts and removes the leftover temp area.
 
 use std::fs;
 use std::path::{Path, PathBuf};

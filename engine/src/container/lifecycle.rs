@@ -158,7 +158,8 @@ pub fn destroy(layout: &Layout, ctid: Ctid) -> Result<(), ContainerError> {
     if matches!(container.run_state()?, RunState::Running { .. }) {
         return Err(ContainerError::Running { ctid: ctid.get() });
     }
-    if container.is_mounted() {
+    // A snapshot mount keeps the image open as well.
+    if container.is_mounted() || backend::has_any_mount(&container.paths.disk) {
         return Err(ContainerError::Mounted { ctid: ctid.get() });
     }
 
