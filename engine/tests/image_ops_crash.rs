@@ -55,8 +55,8 @@ const ALLOWED: [Problem; 6] = [
     Problem::DescriptorSize,
 ];
 
-/// What a reader sees: the virtual size, the first 2 MiB of the current
-/// content and of every named snapshot.
+/// State visible to a reader: the virtual size, the first 2 MiB of the
+/// current content and of every named snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     size: u64,
@@ -172,7 +172,7 @@ fn fill(byte: u8, len: u64) -> Vec<u8> {
     vec![byte; usize::try_from(len).unwrap()]
 }
 
-/// A tree: base -> s1 -> {s2 -> top} and s1 -> b1 (a branch), with data
+/// Builds a tree: base -> s1 -> {s2 -> top} and s1 -> b1 (a branch), with data
 /// at every level, some of it partial clusters and zero ranges.
 fn tree() -> MemStorage {
     let mem = create(MIB);
@@ -322,7 +322,7 @@ fn crash_during_grow_with_bat_growth() {
 
 #[test]
 fn crash_during_shrink() {
-    // A merge leaves a zero entry at 2 MiB in the only delta; the shrink
+    // A merge leaves a zero entry at 2 MiB in the only delta. The shrink
     // has to drop it before the header names the smaller size.
     let base = create(4 * MIB);
     write(&base, 0, &fill(1, CLUSTER));

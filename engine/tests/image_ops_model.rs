@@ -1,9 +1,9 @@
 //! Property test of the snapshot tree: random sequences of write, zero,
 //! discard, flush, snapshot, switch, delete, merge and grow against a flat
 //! in-memory model, on `MemStorage`. The model keeps the current content
-//! and the content and parent of every snapshot; after each operation the
-//! current content is compared, and after each tree change every snapshot
-//! is read through `Disk::open_snapshot`.
+//! and the content and parent of every snapshot. The current content is
+//! compared after each operation, and every snapshot is read through
+//! `Disk::open_snapshot` after each change of the tree.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,8 +1,8 @@
-//! Independent checks with outside tools: data written through `Disk`
-//! and the same data written into a plain raw file must export to a raw
-//! file that `qemu-img compare` and `cmp` find identical, through
-//! snapshots and merges, and for a disk over 4 GiB. Needs `qemu-img`
-//! (Debian's qemu-utils) and `cmp` on the PATH.
+//! Independent checks with outside tools. The same data is written
+//! through `Disk` and into a plain raw file. The disk's raw export must be
+//! identical for `qemu-img compare` and `cmp`, through snapshots and
+//! merges, and for a disk over 4 GiB. Needs `qemu-img` (Debian's
+//! qemu-utils) and `cmp` on the PATH.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -48,7 +48,7 @@ pub enum CheckResult {
     Unrepairable,
 }
 
-/// How serious a finding is.
+/// Severity of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -107,9 +107,9 @@ pub enum Problem {
 /// One problem found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// How serious it is.
+    /// Its severity.
     pub severity: Severity,
-    /// What kind of problem it is.
+    /// Its kind.
     pub problem: Problem,
     /// The file it is in, relative to the disk directory.
     pub file: Option<String>,
@@ -214,7 +214,7 @@ struct Run<'a> {
     findings: Vec<Finding>,
 }
 
-/// What the scan of one delta found, for the repair.
+/// Result of the scan of one delta, as input to the repair.
 #[derive(Default)]
 struct DeltaScan {
     header: Option<Header>,

@@ -16,7 +16,7 @@ use super::error::ImageError;
 use super::io::{OpenMode, RealStorage, Storage};
 use super::map::in_cluster;
 
-/// What [`import_raw`] or [`export_raw`] did.
+/// Counts of an [`import_raw`] or [`export_raw`] run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ConvertReport {
     /// Virtual size of the disk in bytes.

@@ -1,11 +1,11 @@
 //! Offline operations on a disk directory that change the snapshot tree:
 //! delete, switch and merge, plus shrink.
 //!
-//! Delete and merge never change a delta file in place. A child that
-//! inherits a removed snapshot's data is rewritten into a new file, with
-//! the same UUID, holding the child's clusters and those of the removed
-//! snapshot that the child does not override, and naming the removed
-//! snapshot's parent as its parent. The descriptor rename is the single
+//! Delete and merge never change a delta file in place. Each child of a
+//! removed snapshot is rewritten into a new file with the same UUID. The
+//! new file contains the child's clusters plus those of the removed
+//! snapshot that the child does not override, and its parent is the
+//! removed snapshot's parent. The descriptor rename is the single
 //! commit point: before it the old files are untouched, after it the new
 //! ones are complete and durable. Files that a crash leaves unreferenced
 //! are removed at the start of the next operation, and `check` reports them.
@@ -33,7 +33,7 @@ use super::rw::flush_state;
 use super::store;
 use crate::error::{ErrorKind, HasKind};
 
-/// Why a snapshot operation or shrink was rejected.
+/// Errors of the offline snapshot operations and of shrink.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     /// An image error: I/O, a corrupt delta, a missing snapshot, a lock.
@@ -91,7 +91,7 @@ impl HasKind for OpsError {
     }
 }
 
-/// What [`snapshot_merge`] merges.
+/// Scope of a [`snapshot_merge`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeScope {
     /// The top into its parent.
@@ -449,8 +449,8 @@ impl Offline {
     }
 }
 
-/// Writes a new delta file for node `uuid` with parent `parent` that holds
-/// the merged content of `layers`, top-most first: each cluster comes from
+/// Writes a new delta file for node `uuid` with parent `parent` that contains
+/// the merged content of `layers`, top-most first. Each cluster comes from
 /// the first layer with a non-absent entry for it. Clusters that read as
 /// zeros become zero entries. Data is synced before the BAT, and the BAT
 /// before this returns. Returns the new file's name.
