@@ -209,3 +209,28 @@ fn bad_network_input_changes_nothing() {
     assert!(!home.home.path().join("conf/143.conf").exists());
     assert!(!home.home.path().join("private/143").exists());
 }
+
+#[test]
+fn routed_containers_reach_each_other() {
+    let home = NetHome::new();
+    home.create("151", &["--ipadd", "198.18.0.21"]);
+    home.create("152", &["--ipadd", "198.18.0.22"]);
+    home.ok(&["start", "151"]);
+    home.ok(&["start", "152"]);
+
+    // Through the host: proxy ARP on venet151, forwarding to venet152.
+    home.ok(&["exec", "151", "ping", "-c", "1", "-W", "1", "198.18.0.22"]);
+    home.ok(&["exec", "152", "ping", "-c", "1", "-W", "1", "198.18.0.21"]);
+    let forward = home
+        .net
+        .command("cat")
+        .arg("/proc/sys/net/ipv4/ip_forward")
+        .output()
+        .expect("read ip_forward");
+    assert_eq!(String::from_utf8_lossy(&forward.stdout).trim(), "0");
+
+    home.ok(&["stop", "151"]);
+    home.ok(&["stop", "152"]);
+    assert_eq!(home.net.links(), ["lo"]);
+    home.home.assert_clean();
+}

@@ -55,10 +55,16 @@ impl CtAddress {
         Ok(CtAddress { ip, prefix })
     }
 
-    /// Returns the prefix the container side carries: the given one, else
-    /// a host prefix (/32 or /128).
+    /// Returns the prefix the container side carries: the given one for
+    /// IPv4, else a host prefix (/32 or /128). IPv6 always gets /128, so
+    /// that the container sends every packet to its gateway: an on-link
+    /// IPv6 prefix would make it solicit neighbours that the host side
+    /// does not answer for.
     pub fn prefix_len(&self) -> u8 {
-        self.prefix.unwrap_or_else(|| self.host_prefix())
+        match self.ip {
+            IpAddr::V4(_) => self.prefix.unwrap_or(32),
+            IpAddr::V6(_) => 128,
+        }
     }
 
     /// Returns 32 for IPv4 and 128 for IPv6: the length of the host route.
@@ -149,7 +155,7 @@ mod tests {
             ("198.18.0.2", "198.18.0.2", "198.18.0.2/32"),
             ("198.18.0.2/24", "198.18.0.2/24", "198.18.0.2/24"),
             ("fd00::2", "fd00::2", "fd00::2/128"),
-            ("FD00:0::2/64", "fd00::2/64", "fd00::2/64"),
+            ("FD00:0::2/64", "fd00::2/64", "fd00::2/128"),
         ] {
             let addr = CtAddress::parse(text).unwrap();
             assert_eq!(addr.to_string(), shown);

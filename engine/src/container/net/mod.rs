@@ -169,9 +169,13 @@ fn address_owner(
 
 /// Writes `/etc/resolv.conf` and `/etc/hosts` into the container's mounted
 /// root from NAMESERVER, SEARCHDOMAIN, HOSTNAME and IP_ADDRESS. A file is
-/// left alone when its keys are unset.
+/// left alone when its keys are unset, and a root without `/etc` is left
+/// alone entirely.
 pub fn write_root_files(container: &Container, config: &ConfigFile) -> Result<(), ContainerError> {
     let root = &container.paths.root;
+    if !fs::symlink_metadata(root.join("etc")).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     let nameserver = config
         .get_nonempty("NAMESERVER")
         .or_else(|| container.layout.global.get_nonempty("NAMESERVER"));
