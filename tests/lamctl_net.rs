@@ -234,3 +234,25 @@ fn routed_containers_reach_each_other() {
     assert_eq!(home.net.links(), ["lo"]);
     home.home.assert_clean();
 }
+
+#[test]
+fn start_without_bridge_fails_clean() {
+    let home = NetHome::new();
+    home.net.ip(&["link", "add", "br0", "type", "bridge"]);
+    home.create(
+        "161",
+        &["--netif_add", "eth0,,,,br0", "--ipadd", "198.18.0.31"],
+    );
+    home.net.ip(&["link", "del", "dev", "br0"]);
+
+    let (code, stderr) = home.fails(&["start", "161"]);
+    assert_eq!(code, 130, "{stderr}");
+    assert_eq!(
+        home.ok(&["status", "161"]),
+        "CTID 161 exist unmounted down\n"
+    );
+    assert_eq!(home.net.links(), ["lo"]);
+    let routes = home.net.routes();
+    assert!(!routes.contains("198.18.0.31"), "{routes}");
+    home.home.assert_clean();
+}
