@@ -396,3 +396,113 @@ fn enter_relays_a_pty_and_window_size() {
     let status = session.join().unwrap().unwrap();
     assert_eq!(status, 5, "output: {output:?}");
 }
+
+#[test]
+fn v1_freezer_kill_empties_the_real_group() {
+    use lamina_engine::container::runtime::{cgroup::Version, state::State, sys::LinuxSyscalls};
+
+    let fixture = Fixture::new();
+    let init_pid = fixture.start();
+    let (code, _) = fixture.exec(&["sh", "-c", "sleep 1000 >/dev/null & exit 0"]);
+    assert_eq!(code, 0);
+    let state = State::load(&fixture.state_dir()).unwrap().unwrap();
+    let mut v1_only = state.cgroup.clone();
+    v1_only.dirs.retain(|d| d.version == Version::V1);
+    let has_freezer = v1_only
+        .dirs
+        .iter()
+        .any(|d| d.controllers.iter().any(|c| c == "freezer"));
+    assert!(has_freezer, "this host has no v1 freezer: {v1_only:?}");
+    assert!(v1_only.procs().unwrap().len() >= 2);
+
+    let remaining = v1_only
+        .kill_all(&LinuxSyscalls, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(remaining, 0);
+    assert!(v1_only.procs().unwrap().is_empty());
+    let stat = fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "init survived: {stat}"
+    );
+
+    // The next status notices the dead init and cleans up.
+    assert_eq!(
+        runtime::status(&fixture.ctid, &fixture.state_dir()).unwrap(),
+        Status::Stopped
+    );
+    assert!(!state.cgroup.exists());
+}
+
+#[test]
+fn dead_init_is_cleaned_up_by_status() {
+    let fixture = Fixture::new();
+    let init_pid = fixture.start();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // SIGKILL is delivered asynchronously: wait until init is gone or a
+    // zombie, which status must not report as running.
+    let dying = || {
+        let stat = fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+        !stat.is_empty() && !stat.contains(") Z")
+    };
+    for _ in 0..1000 {
+        if !dying() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        runtime::status(&fixture.ctid, &fixture.state_dir()).unwrap(),
+        Status::Stopped
+    );
+    assert!(!fixture.state_dir().join("state.json").exists());
+    if let Some(memory) = fixture.memory_dir() {
+        assert!(!memory.exists(), "{} left behind", memory.display());
+    }
+    let err = runtime::exec(
+        &fixture.ctid,
+        &fixture.state_dir(),
+        &["true".to_string()],
+        &ExecOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, runtime::RuntimeError::NotRunning { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn start_with_wait_and_limits() {
+    let fixture = Fixture::new();
+    let mut spec = fixture.spec();
+    spec.wait = true;
+    spec.limits = Limits {
+        ram: Some(128 << 20),
+        numproc: Some(50),
+        ..Limits::default()
+    };
+    runtime::start(&spec).unwrap();
+    if let Some(memory) = fixture.memory_dir() {
+        let limit = fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (128u64 << 20).to_string());
+    }
+    let (code, _) = fixture.exec(&["true"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn init_holds_no_host_fds() {
+    let fixture = Fixture::new();
+    fixture.start();
+    let (code, out) = fixture.exec(&["ls", "/proc/1/fd"]);
+    assert_eq!(code, 0);
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fds, ["0", "1", "2"], "init's fds");
+    let (_, console) = fixture.exec(&["readlink", "/proc/1/fd/1"]);
+    assert_eq!(console.trim(), "/dev/console");
+}

@@ -278,7 +278,8 @@ fn redirect(stdio: Stdio) -> nix::Result<()> {
     Ok(())
 }
 
-fn write_zero(path: &CString) -> nix::Result<()> {
+/// Writes `0` to a `cgroup.procs` file, which moves the calling process.
+pub(super) fn write_zero(path: &CString) -> nix::Result<()> {
     let file = nix::fcntl::open(
         path.as_c_str(),
         OFlag::O_WRONLY | OFlag::O_CLOEXEC,

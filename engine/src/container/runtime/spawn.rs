@@ -220,7 +220,7 @@ fn relay_console(init_pid: Pid) {
 
 fn init(plan: &SpawnPlan, report: RawFd) -> ! {
     for file in &plan.procs_files {
-        if let Err(err) = write_zero(file) {
+        if let Err(err) = super::join::write_zero(file) {
             child::fail(report, &format!("join cgroup {file:?}: {err}"));
         }
     }
@@ -240,8 +240,14 @@ fn init(plan: &SpawnPlan, report: RawFd) -> ! {
         child::fail(report, &format!("drop capabilities: {err}"));
     }
 
-    let slave = plan.console.1.as_raw_fd();
-    if let Err(err) = child::take_terminal(slave) {
+    // Init's streams are the container's /dev/console (the slave, bound
+    // there), so that init sees the name it expects.
+    let console = nix::fcntl::open("/dev/console", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
+    let console = match &console {
+        Ok(fd) => fd.as_raw_fd(),
+        Err(_) => plan.console.1.as_raw_fd(),
+    };
+    if let Err(err) = child::take_terminal(console) {
         child::fail(report, &format!("set up the console: {err}"));
     }
     if let Err(err) = child::cloexec_from(3) {
@@ -252,22 +258,4 @@ fn init(plan: &SpawnPlan, report: RawFd) -> ! {
     let name = &plan.init.name;
     child::report(report, &format!("error exec init {name}: {err}\n"));
     child::exit(status)
-}
-
-fn write_zero(path: &CString) -> nix::Result<()> {
-    // SAFETY: path is a NUL-terminated C string.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(nix::Error::last());
-    }
-    // SAFETY: writes one byte from a static buffer to the fd opened above.
-    let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    let result = if n == 1 {
-        Ok(())
-    } else {
-        Err(nix::Error::last())
-    };
-    // SAFETY: closes the fd opened above.
-    unsafe { libc::close(fd) };
-    result
 }
