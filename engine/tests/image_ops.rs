@@ -337,7 +337,12 @@ fn check_reports_and_removes_orphan_files() {
 /// Builds a small disk with two deltas and data in both, and returns the
 /// top's file path.
 fn small_chain() -> (MemStorage, Arc<dyn Storage>, std::path::PathBuf) {
-    let (mem, s) = new_disk(MIB);
+    chain_of_size(MIB)
+}
+
+/// Like [`small_chain`] with a chosen virtual size.
+fn chain_of_size(size: u64) -> (MemStorage, Arc<dyn Storage>, std::path::PathBuf) {
+    let (mem, s) = new_disk(size);
     write(&s, 0, &fill(1, 3 * CLUSTER));
     snapshot(&s, "s1");
     write(&s, CLUSTER, &fill(2, CLUSTER));
@@ -441,4 +446,94 @@ fn export_of_snapshot_reads_snapshot() {
     assert_eq!(&std::fs::read(&out).unwrap()[..3], b"old");
     let check = check::check(&dir, CheckMode::Report).unwrap();
     assert_eq!(check.result, CheckResult::Clean);
+}
+
+/// Rewrites entry `slot` of BAT page 0 of `path` with a valid page CRC.
+fn set_entry(mem: &MemStorage, path: &Path, slot: usize, raw: u64) {
+    use lamina_format::bat::{decode_raw_page, encode_raw_page};
+    let bytes = mem.read_file(path).unwrap();
+    let mut entries = decode_raw_page(&bytes[4096..8192], 0).unwrap();
+    entries[slot] = raw;
+    mem.corrupt(path, 4096, &encode_raw_page(0, entries))
+        .unwrap();
+}
+
+/// Rewrites the header of `path` after `change`, with a valid CRC.
+fn set_header(mem: &MemStorage, path: &Path, change: impl FnOnce(&mut lamina_format::Header)) {
+    let bytes = mem.read_file(path).unwrap();
+    let mut header = lamina_format::Header::decode(&bytes).unwrap();
+    change(&mut header);
+    mem.corrupt(path, 0, &header.encode()).unwrap();
+}
+
+#[test]
+fn check_finds_crafted_metadata_errors() {
+    use lamina_format::BatEntry;
+    type Craft = fn(&MemStorage, &Path, &Path);
+    // At 512 MiB the BAT needs 17 pages, so the data starts at physical
+    // cluster 2 and cluster 1 is metadata.
+    let cases: [(&str, Problem, u64, Craft); 6] = [
+        ("duplicate", Problem::DuplicateCluster, MIB, |m, top, _| {
+            set_entry(m, top, 5, BatEntry::Allocated(1).encode());
+        }),
+        (
+            "past size",
+            Problem::EntryPastVirtualSize,
+            MIB,
+            |m, top, _| {
+                set_entry(m, top, 20, BatEntry::Zero.encode());
+            },
+        ),
+        ("bad tag", Problem::EntryInvalid, MIB, |m, top, _| {
+            set_entry(m, top, 7, 3)
+        }),
+        (
+            "in metadata",
+            Problem::EntryInMetadata,
+            512 * MIB,
+            |m, top, _| {
+                set_entry(m, top, 5, BatEntry::Allocated(1).encode());
+            },
+        ),
+        ("parent", Problem::ParentMismatch, MIB, |m, top, _| {
+            set_header(m, top, |h| h.parent = Some(uuid::Uuid::new_v4()));
+        }),
+        ("size", Problem::SizeMismatch, MIB, |m, _, base| {
+            set_header(m, base, |h| {
+                h.geometry = lamina_format::Geometry::new(CLUSTER, 2 * MIB).unwrap();
+            });
+        }),
+    ];
+    for (name, problem, size, craft) in cases {
+        let (mem, s, top) = chain_of_size(size);
+        let disk = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap();
+        let base = dir().join(&disk.info().deltas[0].file);
+        drop(disk);
+        craft(&mem, &top, &base);
+
+        let report = check::check_with(s.clone(), dir(), CheckMode::Repair).unwrap();
+        assert!(report.has(problem), "{name}: {report:#?}");
+        assert_eq!(report.result, CheckResult::Unrepairable, "{name}");
+        let err = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
+    }
+}
+
+#[test]
+fn check_drops_entries_past_eof() {
+    use lamina_format::BatEntry;
+    let (mem, s, top) = small_chain();
+    set_entry(&mem, &top, 5, BatEntry::Allocated(100).encode());
+    let err = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+
+    let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
+    assert!(report.has(Problem::EntryPastEof));
+    assert_eq!(report.result, CheckResult::Repairable);
+    let report = check::check_with(s.clone(), dir(), CheckMode::Repair).unwrap();
+    assert_eq!(report.result, CheckResult::Repaired, "{report:#?}");
+    assert_clean(&s);
+    let content = current(&s);
+    assert_eq!(content[usize::try_from(5 * CLUSTER).unwrap()], 0);
+    assert_eq!(content[usize::try_from(CLUSTER).unwrap()], 2);
 }
