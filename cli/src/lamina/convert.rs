@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long)]
     pub snapshot: Option<String>,
     /// Cluster size of the new disk; only with --to lamina.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_size: Option<Size>,
 }
 

@@ -29,10 +29,10 @@ pub struct Args {
     pub disk: PathBuf,
     /// Virtual size in bytes, with an optional K, M, G or T suffix; a
     /// multiple of the cluster size.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub size: Size,
     /// Cluster size: a power of two from 64K to 16M.
-    #[arg(long, default_value_t = Size(DEFAULT_CLUSTER_SIZE))]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Size(DEFAULT_CLUSTER_SIZE))]
     pub cluster_size: Size,
     /// Filesystem to create on the disk.
     #[arg(long, value_enum, default_value_t = FsChoice::Ext4)]

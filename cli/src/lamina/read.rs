@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk};
+use lamina_engine::image::{Access, Disk, ImageError};
 
 use super::write::check_range;
 use crate::size::Size;
@@ -20,10 +20,10 @@ pub struct Args {
     /// Disk directory.
     pub disk: PathBuf,
     /// Byte offset to read from (K, M, G, T suffixes allowed).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub offset: Size,
     /// Number of bytes to read (K, M, G, T suffixes allowed).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub length: Size,
     /// Read this snapshot (UUID or name) instead of the current state.
     #[arg(long)]
@@ -43,9 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     check_range(&disk, args.offset.0, args.length.0)?;
 
     let mut output: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            File::create(path).with_context(|| format!("create output {}", path.display()))?,
-        ),
+        Some(path) => {
+            Box::new(File::create(path).map_err(|e| ImageError::io("create output", path, e))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut buf = vec![0u8; usize::try_from(CHUNK)?];

@@ -17,7 +17,7 @@ pub struct Args {
     pub disk: PathBuf,
     /// New virtual size (K, M, G, T suffixes allowed), a multiple of the
     /// cluster size.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub size: Size,
 }
 

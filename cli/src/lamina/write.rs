@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::{Access, Disk};
+use lamina_engine::image::{Access, Disk, ImageError};
 
 use crate::size::Size;
 
@@ -18,7 +18,7 @@ pub struct Args {
     /// Disk directory; the disk must not be mounted.
     pub disk: PathBuf,
     /// Byte offset in the disk to write at (K, M, G, T suffixes allowed).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub offset: Size,
     /// File whose whole content is written.
     #[arg(long)]
@@ -29,10 +29,10 @@ pub struct Args {
 /// virtual size fails before the first byte is written.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut input =
-        File::open(&args.input).with_context(|| format!("open input {}", args.input.display()))?;
+        File::open(&args.input).map_err(|e| ImageError::io("open input", &args.input, e))?;
     let len = input
         .metadata()
-        .with_context(|| format!("stat input {}", args.input.display()))?
+        .map_err(|e| ImageError::io("stat input", &args.input, e))?
         .len();
     let disk = Disk::open(&args.disk, Access::ReadWrite)
         .with_context(|| format!("open disk {}", args.disk.display()))?;
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     loop {
         let n = input
             .read(&mut buf)
-            .with_context(|| format!("read input {}", args.input.display()))?;
+            .map_err(|e| ImageError::io("read input", &args.input, e))?;
         if n == 0 {
             break;
         }
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn check_range(disk: &Disk, offset: u64, len: u64) -> anyhow::Result<()> {
     let size = disk.virtual_size();
     if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(lamina_engine::image::ImageError::OutOfRange { offset, len, size }.into());
+        return Err(ImageError::OutOfRange { offset, len, size }.into());
     }
     Ok(())
 }
