@@ -133,6 +133,24 @@ impl Home {
         );
     }
 
+    /// Returns the targets of every image server that `lamina list` shows
+    /// for this home.
+    fn server_targets(&self) -> Vec<PathBuf> {
+        let Ok(output) = Command::new(env!("CARGO_BIN_EXE_lamina"))
+            .args(["list", "--json"])
+            .env("LAMINA_HOME", self.path())
+            .output()
+        else {
+            return Vec::new();
+        };
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let mounts = json.as_array().cloned().unwrap_or_default();
+        mounts
+            .iter()
+            .filter_map(|m| m.get("target")?.as_str().map(PathBuf::from))
+            .collect()
+    }
+
     fn containers(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.path().join("conf")) else {
             return Vec::new();
@@ -189,7 +207,16 @@ impl Drop for Home {
             let _ = self.lamctl(&["stop", "--fast", &ctid]);
             let _ = self.lamctl(&["umount", &ctid]);
         }
-        // Whatever is still mounted (snapshot mounts, failed tests): force.
+        // Every image server of this home, including snapshot mounts whose
+        // target lies outside it.
+        for target in self.server_targets() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_lamina"))
+                .args(["umount", "--force"])
+                .arg(&target)
+                .env("LAMINA_HOME", self.path())
+                .output();
+        }
+        // Whatever is still mounted under the home: force.
         let mut leftovers = self.mounts();
         leftovers.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
         for target in leftovers {

@@ -147,8 +147,10 @@ fn snapshot_mount_beside_mounted_root() {
     assert_eq!(ids.len(), 2);
     let snap = &ids[0];
 
-    let target = tempfile::tempdir().unwrap();
-    let target_arg = target.path().to_str().unwrap();
+    // Inside the home, so that the home's cleanup also covers this mount.
+    let target = home.path().join("backup");
+    fs::create_dir(&target).unwrap();
+    let target_arg = target.to_str().unwrap();
     home.ok(&[
         "snapshot-mount",
         "101",
@@ -157,15 +159,15 @@ fn snapshot_mount_beside_mounted_root() {
         "--target",
         target_arg,
     ]);
-    let backup = fs::read_to_string(target.path().join("root/before")).unwrap();
+    let backup = fs::read_to_string(target.join("root/before")).unwrap();
     assert_eq!(backup, "old data");
-    assert!(!target.path().join("root/after").exists());
+    assert!(!target.join("root/after").exists());
     assert_eq!(
         fs::read_to_string(root.join("root/before")).unwrap(),
         "new data"
     );
     assert!(
-        fs::write(target.path().join("x"), "y").is_err(),
+        fs::write(target.join("x"), "y").is_err(),
         "snapshot mount is writable"
     );
 
@@ -174,12 +176,12 @@ fn snapshot_mount_beside_mounted_root() {
     let (code, stderr) = home.fails(&["destroy", "101"]);
     assert_eq!(code, 41, "{stderr}");
     assert_eq!(
-        fs::read_to_string(target.path().join("root/before")).unwrap(),
+        fs::read_to_string(target.join("root/before")).unwrap(),
         "old data"
     );
 
     home.ok(&["snapshot-umount", "101", "--id", snap]);
-    assert!(!home.mounts().iter().any(|m| m == target.path()));
+    assert!(!home.mounts().iter().any(|m| *m == target));
     home.assert_clean();
 
     // The config copy saved with the snapshot is there, as vzctl keeps it.

@@ -161,8 +161,10 @@ fn busybox_container_lifecycle() {
     let created = home.ok(&["snapshot", "71001", "--name", "backup"]);
     let snap = snapshot_id(&created);
     home.ok(&["exec", "71001", "sh", "-c", "'echo new > /root/data; sync'"]);
-    let target = tempfile::tempdir().unwrap();
-    let target_arg = target.path().to_str().unwrap();
+    // Inside the home, so that the home's cleanup also covers this mount.
+    let target = home.path().join("backup");
+    fs::create_dir(&target).unwrap();
+    let target_arg = target.to_str().unwrap();
     home.ok(&[
         "snapshot-mount",
         "71001",
@@ -172,7 +174,7 @@ fn busybox_container_lifecycle() {
         target_arg,
     ]);
     assert_eq!(
-        fs::read_to_string(target.path().join("root/data")).unwrap(),
+        fs::read_to_string(target.join("root/data")).unwrap(),
         "old\n"
     );
     assert_eq!(home.ok(&["exec", "71001", "cat", "/root/data"]), "new\n");
