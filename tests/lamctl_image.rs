@@ -181,7 +181,7 @@ fn snapshot_mount_beside_mounted_root() {
     );
 
     home.ok(&["snapshot-umount", "101", "--id", snap]);
-    assert!(!home.mounts().iter().any(|m| *m == target));
+    assert!(!home.mounts().contains(&target));
     home.assert_clean();
 
     // The config copy saved with the snapshot is there, as vzctl keeps it.
