@@ -32,7 +32,7 @@ fn is_metadata(change: &Pending) -> bool {
     }
 }
 
-const WRITEBACK: [Writeback; 4] = [
+const WRITEBACK: [Writeback; 5] = [
     Writeback::NONE,
     Writeback::ALL,
     Writeback {
@@ -43,7 +43,20 @@ const WRITEBACK: [Writeback; 4] = [
         name: "data only",
         keep: |_, change| !is_metadata(change),
     },
+    // Metadata and the data of later clusters, but not of the first data
+    // clusters: catches a BAT entry written before its data was synced.
+    Writeback {
+        name: "metadata and late data",
+        keep: |_, change| is_metadata(change) || offset_of(change) >= 4 * CLUSTER,
+    },
 ];
+
+fn offset_of(change: &Pending) -> u64 {
+    match change {
+        Pending::Write { offset, .. } | Pending::Punch { offset, .. } => *offset,
+        Pending::SetLen { len } => *len,
+    }
+}
 
 /// Problems a crash may leave and `check --repair` may fix.
 const ALLOWED: [Problem; 6] = [
@@ -333,4 +346,33 @@ fn crash_during_shrink() {
     disk.close().unwrap();
     ops::snapshot_merge_with(base.shared(), dir(), MergeScope::Parent).unwrap();
     crash_test(&base, |s| ops::resize_with(s.shared(), dir(), MIB).is_ok());
+}
+
+#[test]
+fn crash_during_check_repair() {
+    // An unclean stop: the top is in use, with an unflushed write whose
+    // data reached the file but whose BAT entry did not.
+    let clean = tree();
+    let disk = Disk::open_with(clean.shared(), dir(), Access::ReadWrite).unwrap();
+    disk.write_at(&fill(9, CLUSTER), 8 * CLUSTER).unwrap();
+    disk.flush().unwrap();
+    disk.write_at(&fill(5, CLUSTER), 10 * CLUSTER).unwrap();
+    let base = clean.crash_keeping(|_, change| !is_metadata(change));
+    drop(disk);
+    let before = observe(&base, "before");
+    let report = check::check_with(base.shared(), dir(), CheckMode::Report).unwrap();
+    assert!(report.has(Problem::InUse), "{report:#?}");
+    assert!(report.has(Problem::LeakedTail), "{report:#?}");
+
+    let op = |s: &MemStorage| check::check_with(s.shared(), dir(), CheckMode::Repair).is_ok();
+    let cuts = base.at_every_cut(&WRITEBACK, op, |crashed, ok, point| {
+        let point = point.to_string();
+        check_and_repair(crashed, &point);
+        assert_eq!(observe(crashed, &point), before, "{point}");
+        if *ok {
+            let report = check::check_with(crashed.shared(), dir(), CheckMode::Report).unwrap();
+            assert_eq!(report.result, CheckResult::Clean, "{point}");
+        }
+    });
+    assert!(cuts > 3, "only {cuts} cut points");
 }
