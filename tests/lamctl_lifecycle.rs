@@ -231,6 +231,34 @@ fn running_container_rejects_start_destroy_umount() {
         "CTID 71002 exist mounted running\n"
     );
 
+    // exec - runs the commands read from stdin.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lamctl"))
+        .args(["exec", "71002", "-"])
+        .env("LAMINA_HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo from-stdin-$((6*7))\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "from-stdin-42\n");
+
+    // restart gives a new init.
+    let old_init = init_pid(&home, "71002");
+    home.ok(&["restart", "71002"]);
+    assert_eq!(
+        home.ok(&["status", "71002"]),
+        "CTID 71002 exist mounted running\n"
+    );
+    assert_ne!(init_pid(&home, "71002"), old_init);
+
     home.ok(&["stop", "--fast", "71002"]);
     assert_eq!(home.fails(&["exec", "71002", "true"]).0, 31);
     home.assert_clean();
