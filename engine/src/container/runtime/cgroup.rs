@@ -42,7 +42,7 @@ pub enum Version {
 pub struct Hierarchy {
     /// The API version.
     pub version: Version,
-    /// Where the hierarchy is mounted.
+    /// The mount point of the hierarchy.
     pub mount: PathBuf,
     /// The controllers it carries (v2: those in the root's `cgroup.controllers`).
     pub controllers: Vec<String>,
@@ -525,17 +525,17 @@ fn restrict_devices(dir: &Path) -> Result<(), RuntimeError> {
 }
 
 fn enable_controllers(dir: &Path, controllers: &[String]) -> Result<(), RuntimeError> {
-    let wanted: Vec<String> = controllers
+    let requested: Vec<String> = controllers
         .iter()
         .filter(|c| V2_CONTROLLERS.contains(&c.as_str()))
         .map(|c| format!("+{c}"))
         .collect();
-    if wanted.is_empty() {
+    if requested.is_empty() {
         return Ok(());
     }
     let path = dir.join("cgroup.subtree_control");
     let enabled = fs::read_to_string(&path).unwrap_or_default();
-    let missing: Vec<&String> = wanted
+    let missing: Vec<&String> = requested
         .iter()
         .filter(|w| !enabled.split_whitespace().any(|e| e == &w[1..]))
         .collect();

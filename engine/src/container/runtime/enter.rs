@@ -91,7 +91,7 @@ pub fn relay(
         // SAFETY: fds is a valid array of two pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         // A resize that came with the input goes first, so that a program
-        // reading the input already sees the new size.
+        // reading the input already gets the new size.
         if RESIZED.swap(false, Ordering::Relaxed) {
             copy_winsize(input.as_raw_fd(), master.as_raw_fd());
         }

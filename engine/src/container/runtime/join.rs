@@ -30,7 +30,7 @@ const NAMESPACES: [(&str, CloneFlags); 6] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
-/// What a joining process needs, opened before the fork.
+/// The namespaces, root and cgroup of a container, opened before the fork.
 pub struct Target {
     /// The container ID.
     pub ctid: String,
@@ -126,7 +126,7 @@ pub struct Stdio {
     pub stderr: Option<RawFd>,
 }
 
-/// How the inner child sets up its terminal.
+/// The terminal setup of the inner child.
 #[derive(Debug, Clone, Copy)]
 pub enum Terminal {
     /// Redirect the streams.

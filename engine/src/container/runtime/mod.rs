@@ -1,7 +1,7 @@
 //! The container runtime: start a container's init in new namespaces and a
 //! cgroup, stop it, run commands inside, and change its limits live.
 //!
-//! The caller mounts the root filesystem first; the runtime keeps its
+//! The caller mounts the root filesystem first. The runtime keeps its
 //! state (init's PID, the cgroup directories, the console log) in a state
 //! directory per container.
 
@@ -56,7 +56,7 @@ pub struct Limits {
     pub numproc: Option<u64>,
 }
 
-/// What `start` runs.
+/// The parameters of [`start`].
 #[derive(Debug, Clone)]
 pub struct StartSpec {
     /// The container ID; names the cgroup `lamina/CTID`.
@@ -69,7 +69,7 @@ pub struct StartSpec {
     pub init: Vec<String>,
     /// Limits applied to the cgroup before init runs.
     pub limits: Limits,
-    /// Where the runtime keeps the state file and the console log.
+    /// The directory of the state file and the console log.
     pub state_dir: PathBuf,
     /// Wait until init reports that boot finished.
     pub wait: bool,
@@ -346,7 +346,7 @@ pub fn init_kind(pid: i32) -> InitKind {
     }
 }
 
-/// Stops the container: asks init to shut down, waits up to `timeout`,
+/// Stops the container: sends init its shutdown signal, waits up to `timeout`,
 /// then kills every process in the cgroup and removes it. `fast` skips the
 /// request. A stopped container gives [`RuntimeError::NotRunning`].
 pub fn stop(

@@ -11,7 +11,7 @@ use super::sys::{MountCall, Syscalls};
 /// Host device nodes bound into the container's `/dev`.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// What the first process mounts.
+/// The mounts of the container's first process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootPlan {
     /// The mounted image root on the host.
@@ -29,7 +29,7 @@ pub struct RootPlan {
 /// A failed step of the setup with its errno.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupError {
-    /// What failed, with the path.
+    /// The failed step, with the path.
     pub step: String,
     /// The errno.
     pub errno: nix::Error,
@@ -92,7 +92,7 @@ fn mount_dev(sys: &dyn Syscalls, root: &Path, console: Option<&Path>) -> Step {
         bind(sys, &Path::new("/dev").join(name), &node, MsFlags::empty())?;
     }
 
-    // A devpts instance of its own, so the container sees only its ptys
+    // A devpts instance of its own, so the container lists only its ptys
     // (Documentation/filesystems/devpts.rst); gid 5 is the tty group.
     let pts = dev.join("pts");
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;

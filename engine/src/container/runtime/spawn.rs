@@ -5,9 +5,9 @@
 //! unshares the PID namespace and forks init, which becomes PID 1 there.
 //! Init joins the cgroup, unshares the other namespaces, builds its root
 //! and execs the container's init. The monitor relays the console pty to
-//! the console log and reaps init. A close-on-exec pipe tells the caller
-//! init's host PID and, on failure, what failed; end of file after the PID
-//! means the exec succeeded.
+//! the console log and reaps init. A close-on-exec pipe carries init's
+//! host PID and any setup error to the caller. End of file after the PID
+//! means that the exec succeeded.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -44,7 +44,7 @@ pub struct SpawnPlan {
     pub console: (OwnedFd, OwnedFd),
 }
 
-/// Where init ended up.
+/// The PIDs of a started container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spawned {
     /// Init's host PID.
@@ -149,9 +149,9 @@ fn monitor(plan: &SpawnPlan, report: RawFd) -> ! {
     child::exit(0)
 }
 
-/// Moves the console master to fd 3 and the log to fd 4, points stdio at
-/// /dev/null and closes everything else, so the monitor holds no fd of
-/// the caller (such as a pipe a test harness reads to its end).
+/// Moves the console master to fd 3 and the log to fd 4 and points stdio
+/// at /dev/null. Everything else is closed, so the monitor keeps no fd of
+/// the caller, such as a pipe that a test harness reads to its end.
 fn keep_only(master: RawFd, log: RawFd) -> nix::Result<()> {
     let high = |fd: RawFd| nix::fcntl::fcntl(fd_ref(fd), nix::fcntl::FcntlArg::F_DUPFD(10));
     let master = high(master)?;
@@ -203,7 +203,7 @@ fn relay_console(init_pid: Pid) {
                         }
                         child::report(4, &String::from_utf8_lossy(&buf[..n]));
                     }
-                    // EIO: no process holds the slave open at the moment.
+                    // EIO: no process has the slave open at the moment.
                     _ => console_open = false,
                 }
             }
@@ -241,7 +241,7 @@ fn init(plan: &SpawnPlan, report: RawFd) -> ! {
     }
 
     // Init's streams are the container's /dev/console (the slave, bound
-    // there), so that init sees the name it expects.
+    // there), so that init finds its console under the usual name.
     let console = nix::fcntl::open("/dev/console", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
     let console = match &console {
         Ok(fd) => fd.as_raw_fd(),

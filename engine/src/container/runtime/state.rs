@@ -16,7 +16,7 @@ pub const STATE_FILE: &str = "state.json";
 /// The console log name inside the state directory.
 pub const CONSOLE_LOG: &str = "console.log";
 
-/// What `start` records for the later commands.
+/// The record that `start` leaves for the later commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// The container ID.

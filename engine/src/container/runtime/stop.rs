@@ -8,7 +8,7 @@ use super::error::RuntimeError;
 use super::state::State;
 use super::sys::Syscalls;
 
-/// How a stop begins.
+/// The first step of a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// Kill the cgroup at once (`--fast`, or a stale container).
@@ -23,13 +23,14 @@ pub const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How often the stop checks whether init has exited.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Returns the signal that asks `kind` to shut down.
+/// Returns the signal that makes `kind` shut down.
 ///
-/// systemd halts on SIGRTMIN+3 (systemd(1), "Signals"; systemd-nspawn
-/// sends the same). busybox init powers off on SIGUSR2 (SIGUSR1 halts,
-/// SIGTERM reboots; busybox init/init.c), running its shutdown actions and
-/// then reboot(2), which in a PID namespace ends init. Other inits get
-/// SIGTERM; one that ignores it is killed after the timeout.
+/// systemd halts on SIGRTMIN+3 (systemd(1), "Signals"). busybox init
+/// powers off on SIGUSR2: its halt, poweroff and reboot applets send
+/// SIGUSR1, SIGUSR2 and SIGTERM to PID 1 (busybox init/halt.c). It runs
+/// its shutdown actions and then reboot(2), which in a PID namespace ends
+/// init (pid_namespaces(7)). Other inits get SIGTERM, and one that ignores
+/// it is killed after the timeout.
 pub fn shutdown_signal(kind: InitKind) -> i32 {
     match kind {
         InitKind::Systemd => libc::SIGRTMIN() + 3,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags};
 
-/// What a mount call does, in the terms of mount(2).
+/// The arguments of one mount(2) call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountCall {
     /// The source, `None` for propagation changes.
@@ -123,7 +123,7 @@ pub fn process_alive(pid: i32) -> bool {
 pub struct ProcStat {
     /// The state letter (R, S, D, Z, ...).
     pub state: char,
-    /// Start time in clock ticks after boot, which tells a reused PID apart.
+    /// Start time in clock ticks after boot, which distinguishes a reused PID.
     pub start_time: u64,
 }
 

@@ -43,25 +43,25 @@ pub fn raise_inotify(proc_sys: &Path, containers: u64) -> Result<Vec<Raised>, Ru
         ),
     ];
     let mut raised = Vec::new();
-    for (name, wanted) in limits {
+    for (name, requested) in limits {
         let path = proc_sys.join(name.replace('.', "/"));
         let text = fs::read_to_string(&path).map_err(|err| RuntimeError::io("read", &path, err))?;
         let current: u64 = text.trim().parse().unwrap_or(0);
-        if current >= wanted {
+        if current >= requested {
             continue;
         }
-        fs::write(&path, wanted.to_string())
+        fs::write(&path, requested.to_string())
             .map_err(|err| RuntimeError::io("write", &path, err))?;
         tracing::info!(
             sysctl = name,
             from = current,
-            to = wanted,
+            to = requested,
             "raised a host limit for containers"
         );
         raised.push(Raised {
             name,
             from: current,
-            to: wanted,
+            to: requested,
         });
     }
     Ok(raised)

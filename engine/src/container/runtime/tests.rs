@@ -26,7 +26,7 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap().trim().to_string()
 }
 
-/// A pure v2 host: one cgroup2 mount in a temp dir.
+/// Builds a pure v2 host: one cgroup2 mount in a temp dir.
 fn fake_v2() -> (tempfile::TempDir, CgroupLayout) {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("cgroup");
@@ -45,7 +45,7 @@ fn fake_v2() -> (tempfile::TempDir, CgroupLayout) {
     (dir, layout)
 }
 
-/// A v1 host with memory, cpu, cpuset, devices, freezer and pids.
+/// Builds a v1 host with memory, cpu, cpuset, devices, freezer and pids.
 fn fake_v1() -> (tempfile::TempDir, CgroupLayout) {
     let dir = tempfile::tempdir().unwrap();
     let mut mountinfo = String::new();
@@ -271,7 +271,7 @@ fn v1_kill_freezes_signals_and_thaws() {
 }
 
 #[test]
-fn missing_controller_for_a_set_limit_is_an_error() {
+fn limit_without_controller_fails() {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("pids");
     fs::create_dir(&mount).unwrap();
