@@ -64,7 +64,7 @@ fn over_4gib_round_trips_raw() {
         &home,
         &disk,
         &reference,
-        5 * GIB + 512 * MIB,
+        4 * GIB + 512 * MIB,
         &pattern(1 << 20, 4),
     );
     home.ok(&["snapshot", &disk, "--name", "s2"]);
