@@ -13,9 +13,9 @@ use lamina_engine::container::runtime::{
     self, ExecOptions, Limits, StartSpec, Status, caps, cgroup::CgroupLayout,
 };
 
-const APPLETS: [&str; 16] = [
+const APPLETS: [&str; 17] = [
     "sh", "cat", "echo", "hostname", "sleep", "ls", "grep", "true", "false", "test", "stty",
-    "mount", "id", "ps", "halt", "readlink",
+    "mount", "id", "ps", "mknod", "readlink", "head",
 ];
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -315,6 +315,11 @@ fn stop_fast_kills_everything() {
         matches!(err, runtime::RuntimeError::NotRunning { .. }),
         "{err}"
     );
+    let err = runtime::apply_limits(&fixture.ctid, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, runtime::RuntimeError::NotRunning { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -505,4 +510,35 @@ fn init_holds_no_host_fds() {
     assert_eq!(fds, ["0", "1", "2"], "init's fds");
     let (_, console) = fixture.exec(&["readlink", "/proc/1/fd/1"]);
     assert_eq!(console.trim(), "/dev/console");
+}
+
+#[test]
+fn host_block_devices_are_denied() {
+    let fixture = Fixture::new();
+    fixture.start();
+    // Loop device 0 (block 7:0): the devices cgroup (v1) denies opening
+    // it; without one, CAP_MKNOD is dropped and mknod itself fails.
+    let script = "mknod /tmp/disk b 7 0 2>/dev/null; head -c 1 /tmp/disk >/dev/null 2>&1";
+    let (code, _) = fixture.exec(&["sh", "-c", script]);
+    assert_ne!(code, 0, "a host block device was readable inside");
+    let (code, _) = fixture.exec(&["head", "-c", "1", "/dev/zero"]);
+    assert_eq!(code, 0, "/dev/zero must stay usable");
+}
+
+#[test]
+fn enter_defaults_to_login_shell() {
+    let fixture = Fixture::new();
+    fixture.start();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let ctid = fixture.ctid.clone();
+    let state_dir = fixture.state_dir();
+    let slave = pty.slave;
+    let session = std::thread::spawn(move || {
+        runtime::enter_on(&ctid, &state_dir, None, slave.as_fd(), slave.as_fd())
+    });
+    nix::unistd::write(&pty.master, b"echo shell=$0 home=$HOME; exit 7\r").unwrap();
+    let mut output = String::new();
+    read_until(&pty.master, &mut output, "home=/root");
+    assert!(output.contains("shell=-sh"), "{output:?}");
+    assert_eq!(session.join().unwrap().unwrap(), 7, "{output:?}");
 }

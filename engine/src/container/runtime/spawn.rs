@@ -126,6 +126,9 @@ fn session_leader(plan: &SpawnPlan, report: RawFd) -> ! {
 }
 
 fn monitor(plan: &SpawnPlan, report: RawFd) -> ! {
+    // The name shows in ps; the fork copied the caller's.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"lamina-monitor".as_ptr(), 0, 0, 0) };
     if let Err(err) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
         child::fail(report, &format!("unshare the PID namespace: {err}"));
     }
