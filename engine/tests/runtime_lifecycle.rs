@@ -15,7 +15,7 @@ use lamina_engine::container::runtime::{
 
 const APPLETS: [&str; 17] = [
     "sh", "cat", "echo", "hostname", "sleep", "ls", "grep", "true", "false", "test", "stty",
-    "mount", "id", "ps", "mknod", "readlink", "head",
+    "mount", "mkdir", "ps", "mknod", "readlink", "head",
 ];
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -292,7 +292,7 @@ fn stop_fast_kills_everything() {
         Status::Stopped => panic!("stopped"),
     };
     assert!(nproc >= 3, "nproc {nproc}");
-    let procs_file = fixture.memory_dir().map(|d| d.join("cgroup.procs"));
+    let procs_file = fixture.memory_dir().map(|d| d.join("ct/cgroup.procs"));
     let pids_before = procs_file
         .as_ref()
         .map(|f| fs::read_to_string(f).unwrap())
@@ -541,4 +541,31 @@ fn enter_defaults_to_login_shell() {
     read_until(&pty.master, &mut output, "home=/root");
     assert!(output.contains("shell=-sh"), "{output:?}");
     assert_eq!(session.join().unwrap().unwrap(), 7, "{output:?}");
+}
+
+#[test]
+fn limits_are_outside_the_cgroup_namespace() {
+    let fixture = Fixture::new();
+    let mut spec = fixture.spec();
+    spec.limits.ram = Some(64 << 20);
+    runtime::start(&spec).unwrap();
+    let Some(memory) = fixture.memory_dir() else {
+        panic!("no memory controller on this host");
+    };
+
+    let (_, cgroups) = fixture.exec(&["cat", "/proc/self/cgroup"]);
+    for line in cgroups.lines() {
+        assert!(line.ends_with(":/"), "cgroup path visible inside: {line}");
+    }
+
+    // Root inside mounts its memory hierarchy and writes to the root of
+    // what it sees: that is the payload group, below the real limit.
+    let script = "mkdir -p /tmp/m && mount -t cgroup -o memory none /tmp/m && \
+                  echo 1073741824 > /tmp/m/memory.limit_in_bytes";
+    let (code, _) = fixture.exec(&["sh", "-c", script]);
+    assert_eq!(code, 0, "the mount or the write inside failed");
+    let limit = fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let payload = fs::read_to_string(memory.join("ct/memory.limit_in_bytes")).unwrap();
+    assert_eq!(payload.trim(), "1073741824");
 }

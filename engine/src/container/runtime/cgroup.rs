@@ -21,6 +21,11 @@ use super::sys::Syscalls;
 /// The parent group of all containers, in every hierarchy.
 pub const PARENT_GROUP: &str = "lamina";
 
+/// The subgroup that holds the container's processes. The limits sit one
+/// level up, outside the container's cgroup namespace, so root inside
+/// cannot raise them by writing to its namespace root's control files.
+pub const PAYLOAD_GROUP: &str = "ct";
+
 /// The CFS period the CPU limits use: 100 ms, the kernel's default
 /// (`cpu.cfs_period_us`, Documentation/scheduler/sched-bwc.rst).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -216,25 +221,35 @@ impl Cgroup {
         Self { dirs }
     }
 
-    /// Creates the group in every hierarchy. v2 controllers are enabled on
-    /// the way down, v1 cpusets get their parent's CPUs and memory nodes,
-    /// and v1 devices groups get the container device list.
+    /// Creates the group and its payload subgroup in every hierarchy. v2
+    /// controllers are enabled on the way down, v1 cpusets get their
+    /// parent's CPUs and memory nodes, and v1 devices groups get the
+    /// container device list before the payload inherits it.
     pub fn create(&self) -> Result<(), RuntimeError> {
         for dir in &self.dirs {
             let parent = parent_of(&dir.path)?;
             let mount = parent_of(parent)?;
+            let payload = dir.path.join(PAYLOAD_GROUP);
             create_dir(parent)?;
             if dir.version == Version::V2 {
                 enable_controllers(mount, &dir.controllers)?;
                 enable_controllers(parent, &dir.controllers)?;
             }
             create_dir(&dir.path)?;
+            if dir.version == Version::V2 {
+                // Delegates the controllers to systemd inside.
+                enable_controllers(&dir.path, &dir.controllers)?;
+            }
             if dir.version == Version::V1 && dir.has("cpuset") {
                 copy_cpuset(mount, parent)?;
                 copy_cpuset(parent, &dir.path)?;
             }
             if dir.version == Version::V1 && dir.has("devices") {
                 restrict_devices(&dir.path)?;
+            }
+            create_dir(&payload)?;
+            if dir.version == Version::V1 && dir.has("cpuset") {
+                copy_cpuset(&dir.path, &payload)?;
             }
         }
         Ok(())
@@ -261,12 +276,12 @@ impl Cgroup {
             .any(|d| d.version == Version::V1 && d.has("devices"))
     }
 
-    /// Returns the `cgroup.procs` files a process writes `0` to when it
-    /// joins the group.
+    /// Returns the `cgroup.procs` files of the payload subgroups, which a
+    /// process writes `0` to when it joins the container.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs
             .iter()
-            .map(|d| d.path.join("cgroup.procs"))
+            .map(|d| d.path.join(PAYLOAD_GROUP).join("cgroup.procs"))
             .collect()
     }
 

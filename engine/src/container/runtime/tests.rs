@@ -118,7 +118,12 @@ fn v2_group_enables_controllers_and_applies_limits() {
     group.create().unwrap();
     let mount = dir.path().join("cgroup");
     let group_dir = mount.join("lamina/101");
-    assert!(group_dir.is_dir());
+    assert!(group_dir.join("ct").is_dir());
+    assert_eq!(
+        read(&group_dir.join("cgroup.subtree_control")),
+        "+cpuset +cpu +memory +pids"
+    );
+    assert_eq!(group.procs_files()[0], group_dir.join("ct/cgroup.procs"));
     assert_eq!(
         read(&mount.join("cgroup.subtree_control")),
         "+cpuset +memory +pids"
@@ -179,6 +184,8 @@ fn v1_group_copies_cpuset_and_restricts_devices() {
     let cpuset = dir.path().join("cpuset/lamina/101");
     assert_eq!(read(&cpuset.join("cpuset.cpus")), "0-3");
     assert_eq!(read(&cpuset.join("cpuset.mems")), "0");
+    assert_eq!(read(&cpuset.join("ct/cpuset.cpus")), "0-3");
+    assert_eq!(read(&cpuset.join("ct/cpuset.mems")), "0");
     let devices = dir.path().join("devices/lamina/101");
     assert_eq!(read(&devices.join("devices.deny")), "a");
     assert!(group.restricts_devices());
@@ -256,7 +263,8 @@ fn v1_kill_freezes_signals_and_thaws() {
     group.create().unwrap();
     // The first directory (memory) is where processes are read.
     let memory = dir.path().join("memory/lamina/101");
-    fs::write(memory.join("cgroup.procs"), "10\n11\n").unwrap();
+    fs::write(memory.join("cgroup.procs"), "").unwrap();
+    fs::write(memory.join("ct/cgroup.procs"), "10\n11\n").unwrap();
 
     let sys = RecordingSyscalls::default();
     let remaining = group.kill_all(&sys, Duration::ZERO).unwrap();
@@ -493,7 +501,7 @@ fn stop_fast_sends_no_shutdown_signal() {
 fn stop_reports_survivors() {
     let (dir, layout) = fake_v2();
     let state = stopped_state(dir.path(), &layout);
-    fs::write(dir.path().join("cgroup/lamina/101/cgroup.procs"), "7\n").unwrap();
+    fs::write(dir.path().join("cgroup/lamina/101/ct/cgroup.procs"), "7\n").unwrap();
     let sys = RecordingSyscalls::default();
     let err = stop::stop(&sys, &state, Request::Kill, Duration::ZERO).unwrap_err();
     assert!(
