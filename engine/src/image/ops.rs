@@ -18,6 +18,7 @@
 //! merging a small top into a large parent costs the size of both. An
 //! in-place merge needs a redo log for the header change.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -182,9 +183,8 @@ pub fn snapshot_switch_with(
 }
 
 /// Merges the top into its parent, or with [`MergeScope::All`] every
-/// delta below the top, one parent at a time. The merged parent's UUID
-/// and name go away; see the module documentation. Each step is atomic,
-/// so a crash during an all-merge leaves some of the parents merged.
+/// delta below the top, in one commit. The merged parents' UUIDs and
+/// names go away; see the module documentation.
 pub fn snapshot_merge(dir: &Path, scope: MergeScope) -> Result<(), OpsError> {
     snapshot_merge_with(RealStorage::shared(), dir, scope)
 }
@@ -197,17 +197,16 @@ pub fn snapshot_merge_with(
 ) -> Result<(), OpsError> {
     let mut ctx = Offline::start(storage, dir)?;
     let top = ctx.descriptor.top;
-    let mut parent = ctx
+    let parent = ctx
         .parent_of_top()?
         .ok_or(OpsError::NothingToMerge { top })?;
-    loop {
-        ctx.remove_node(parent)?;
-        tracing::info!(dir = %dir.display(), parent = %parent, top = %top, "merged the top into its parent");
-        match (scope, ctx.parent_of_top()?) {
-            (MergeScope::All, Some(next)) => parent = next,
-            _ => return Ok(()),
-        }
-    }
+    let merged: Vec<Uuid> = match scope {
+        MergeScope::Parent => vec![parent],
+        MergeScope::All => ctx.ancestors_of_top()?,
+    };
+    ctx.remove_nodes(&merged)?;
+    tracing::info!(dir = %dir.display(), top = %top, deltas = merged.len(), "merged the top into its parents");
+    Ok(())
 }
 
 /// Changes the virtual size of a closed disk: grows with [`Disk::grow`]
@@ -362,6 +361,18 @@ impl Offline {
             })
     }
 
+    /// Returns every delta below the top, nearest first.
+    fn ancestors_of_top(&self) -> Result<Vec<Uuid>, ImageError> {
+        let chain = self
+            .descriptor
+            .chain(self.descriptor.top)
+            .map_err(|source| ImageError::Descriptor {
+                path: store::descriptor_path(&self.dir),
+                source,
+            })?;
+        Ok(chain.iter().rev().skip(1).map(|n| n.uuid).collect())
+    }
+
     /// Opens a node's delta read-only and checks that its header names it.
     fn open_delta(&self, node: &Node) -> Result<DeltaFile, ImageError> {
         let path = self.dir.join(&node.file);
@@ -392,38 +403,80 @@ impl Offline {
         Ok(Source { delta, bat })
     }
 
-    /// Removes node `uuid` from the tree: each child is rewritten with the
-    /// node's clusters it does not override and re-parented to the node's
-    /// parent. Commits the new descriptor and updates `self.descriptor`.
+    /// Removes node `uuid` from the tree; see [`Offline::remove_nodes`].
     fn remove_node(&mut self, uuid: Uuid) -> Result<(), ImageError> {
-        let node = self.find(&uuid.to_string())?;
-        let removed_source = self.load(&node)?;
-        let children: Vec<Node> = self.descriptor.children(uuid).cloned().collect();
+        self.remove_nodes(&[uuid])
+    }
+
+    /// Removes the nodes `uuids` from the tree in one commit. Each kept
+    /// node whose parent is removed is rewritten with the clusters of its
+    /// removed ancestors that it does not override, and re-parented to
+    /// its nearest kept ancestor. Commits the new descriptor and updates
+    /// `self.descriptor`.
+    fn remove_nodes(&mut self, uuids: &[Uuid]) -> Result<(), ImageError> {
+        let gone: HashSet<Uuid> = uuids.iter().copied().collect();
+        let mut sources = HashMap::new();
+        for uuid in &gone {
+            let node = self.find(&uuid.to_string())?;
+            sources.insert(*uuid, self.load(&node)?);
+        }
+        let orphaned: Vec<Node> = self
+            .descriptor
+            .deltas
+            .iter()
+            .filter(|n| !gone.contains(&n.uuid) && n.parent.is_some_and(|p| gone.contains(&p)))
+            .cloned()
+            .collect();
 
         let mut descriptor = self.descriptor.clone();
-        let mut removed = vec![node.file.clone()];
-        for child in &children {
-            let source = self.load(child)?;
-            let file = write_merged(self, child.uuid, node.parent, &[&source, &removed_source])?;
+        let mut removed: Vec<String> = descriptor
+            .deltas
+            .iter()
+            .filter(|n| gone.contains(&n.uuid))
+            .map(|n| n.file.clone())
+            .collect();
+        for child in &orphaned {
+            let own = self.load(child)?;
+            let (ancestors, parent) = self.removed_ancestors(child, &gone)?;
+            let mut layers = vec![&own];
+            layers.extend(ancestors.iter().filter_map(|a| sources.get(a)));
+            let file = write_merged(self, child.uuid, parent, &layers)?;
             if child.uuid == descriptor.top {
-                descriptor.virtual_size = source.delta.header.geometry.virtual_size();
+                descriptor.virtual_size = own.delta.header.geometry.virtual_size();
             }
-            let entry =
-                descriptor
-                    .node_mut(child.uuid)
-                    .ok_or_else(|| ImageError::SnapshotNotFound {
-                        dir: self.dir.clone(),
-                        id: child.uuid.to_string(),
-                    })?;
-            entry.parent = node.parent;
-            entry.file = file;
+            if let Some(entry) = descriptor.node_mut(child.uuid) {
+                entry.parent = parent;
+                entry.file = file;
+            }
             removed.push(child.file.clone());
         }
-        descriptor.deltas.retain(|n| n.uuid != uuid);
-        if !children.is_empty() {
+        descriptor.deltas.retain(|n| !gone.contains(&n.uuid));
+        if !orphaned.is_empty() {
             store::sync_dir(self.storage(), &self.dir)?;
         }
         self.commit(descriptor, removed)
+    }
+
+    /// Returns the removed ancestors of `node`, nearest first, and its
+    /// nearest kept ancestor. The walk is bounded by the node count.
+    fn removed_ancestors(
+        &self,
+        node: &Node,
+        gone: &HashSet<Uuid>,
+    ) -> Result<(Vec<Uuid>, Option<Uuid>), ImageError> {
+        let mut ancestors = Vec::new();
+        let mut next = node.parent;
+        while let Some(uuid) = next.filter(|u| gone.contains(u)) {
+            if ancestors.len() > self.descriptor.deltas.len() {
+                return Err(ImageError::Descriptor {
+                    path: store::descriptor_path(&self.dir),
+                    source: lamina_format::DescriptorError::Cycle { uuid },
+                });
+            }
+            ancestors.push(uuid);
+            next = self.descriptor.node(uuid).and_then(|n| n.parent);
+        }
+        Ok((ancestors, next))
     }
 
     /// Validates and saves `descriptor` (the commit point), then removes
