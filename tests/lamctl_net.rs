@@ -256,3 +256,27 @@ fn start_without_bridge_fails_clean() {
     assert!(!routes.contains("198.18.0.31"), "{routes}");
     home.home.assert_clean();
 }
+
+#[test]
+fn stop_clears_uplink_proxy_entries() {
+    let home = NetHome::new();
+    home.net.ip(&["link", "add", "up0", "type", "bridge"]);
+    std::fs::write(
+        home.home.path().join("lamina.conf"),
+        "NEIGHBOUR_DEVS=\"list:up0\"\n",
+    )
+    .unwrap();
+    home.create("171", &["--ipadd", "198.18.0.41"]);
+    home.ok(&["start", "171"]);
+    // Live only, not saved: stop must still find it.
+    home.ok(&["set", "171", "--ipadd", "198.18.0.42"]);
+    let proxies = home.net.ip(&["neigh", "show", "proxy"]);
+    assert!(proxies.contains("198.18.0.41 dev up0"), "{proxies}");
+    assert!(proxies.contains("198.18.0.42 dev up0"), "{proxies}");
+
+    home.ok(&["stop", "171"]);
+    let proxies = home.net.ip(&["neigh", "show", "proxy"]);
+    assert!(!proxies.contains("198.18.0.4"), "{proxies}");
+    assert_eq!(home.net.links(), ["lo", "up0"]);
+    home.home.assert_clean();
+}

@@ -107,6 +107,7 @@ fn routed_pair_lifecycle() {
     let net = NetConfig {
         addresses: parse_list("198.18.0.2 198.18.0.3/24"),
         netifs: Vec::new(),
+        neighbour_devs: Vec::new(),
     };
     in_host(&host, || setup_with(&LinuxNet, 7, pid, &net)).unwrap();
     assert!(host.ping("198.18.0.2"), "no reply from 198.18.0.2");
@@ -122,13 +123,13 @@ fn routed_pair_lifecycle() {
 
     let fewer = parse_list("198.18.0.3/24");
     in_host(&host, || {
-        link::apply_routed(&LinuxNet, 7, pid, &net.addresses, &fewer)
+        link::apply_routed(&LinuxNet, &net.venet(7, pid), &net.addresses, &fewer)
     })
     .unwrap();
     assert!(!host.ping("198.18.0.2"), "198.18.0.2 still replies");
     assert!(host.ping("198.18.0.3"), "198.18.0.3 stopped replying");
 
-    in_host(&host, || link::teardown(&LinuxNet, 7, &[])).unwrap();
+    in_host(&host, || link::teardown(&LinuxNet, 7, &[], &[], &[])).unwrap();
     let links = host.ip(&["-o", "link", "show"]);
     assert!(!links.contains("venet7"), "{links}");
     let routes = host.ip(&["route", "show"]);
@@ -151,6 +152,7 @@ fn bridged_pair_joins_bridge() {
     let net = NetConfig {
         addresses: Vec::new(),
         netifs: vec![netif.clone()],
+        neighbour_devs: Vec::new(),
     };
 
     in_host(&host, || setup_with(&LinuxNet, 8, container.pid(), &net)).unwrap();
@@ -167,7 +169,34 @@ fn bridged_pair_joins_bridge() {
     .unwrap_err();
     assert_eq!(err.exit_code(), 130);
 
-    in_host(&host, || link::teardown(&LinuxNet, 8, &[netif])).unwrap();
+    in_host(&host, || link::teardown(&LinuxNet, 8, &[], &[], &[netif])).unwrap();
     let links = host.ip(&["-o", "link", "show"]);
     assert!(!links.contains("veth8.0"), "{links}");
+}
+
+#[test]
+fn uplink_proxies_routed_addresses() {
+    let host = Namespace::new();
+    let container = Namespace::new();
+    host.ip(&["link", "add", "up0", "type", "bridge"]);
+    let net = NetConfig {
+        addresses: parse_list("198.18.0.2 fd00::2"),
+        netifs: Vec::new(),
+        neighbour_devs: vec!["up0".to_string()],
+    };
+
+    in_host(&host, || setup_with(&LinuxNet, 9, container.pid(), &net)).unwrap();
+    let proxies = host.ip(&["neigh", "show", "proxy"]);
+    assert!(proxies.contains("198.18.0.2 dev up0"), "{proxies}");
+    let proxies = host.ip(&["-6", "neigh", "show", "proxy"]);
+    assert!(proxies.contains("fd00::2 dev up0"), "{proxies}");
+
+    in_host(&host, || {
+        link::teardown(&LinuxNet, 9, &net.neighbour_devs, &[], &[])
+    })
+    .unwrap();
+    let proxies = host.ip(&["neigh", "show", "proxy"]);
+    assert!(!proxies.contains("198.18.0.2"), "{proxies}");
+    let proxies = host.ip(&["-6", "neigh", "show", "proxy"]);
+    assert!(!proxies.contains("fd00::2"), "{proxies}");
 }

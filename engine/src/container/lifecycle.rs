@@ -133,8 +133,9 @@ fn stop_locked(container: &Container, fast: bool) -> Result<Outcome, ContainerEr
         return Ok(Outcome::AlreadyDone);
     }
     let timeout = container.layout.stop_timeout(&container.config);
+    let routed = net::routed_addresses(container);
     backend::stop(container.ctid, &container.state_dir(), timeout, fast)?;
-    net::teardown(container)?;
+    net::teardown(container, &routed)?;
     if container.is_mounted() {
         backend::umount(&container.paths.root, false)?;
     }

@@ -6,8 +6,12 @@
 //! host side; the host side carries a /32 or /128 route to each address,
 //! answers ARP for the rest of the network (proxy_arp) and forwards what
 //! the container sends. IPv6 uses `fe80::1` on the host side as the next
-//! hop. Bridged mode adds one veth pair per NETIF entry and puts the host
+//! hop. On the uplinks the host's NEIGHBOUR_DEVS names, each address also
+//! gets a proxy neighbour entry, so the host answers ARP and NDP for it
+//! there. Bridged mode adds one veth pair per NETIF entry and puts the host
 //! side into the named bridge; the container configures its addresses.
+
+use std::net::IpAddr;
 
 use super::addr::CtAddress;
 use super::error::NetError;
@@ -22,6 +26,17 @@ pub const V6_GATEWAY: &str = "fe80::1";
 /// 15 bytes for every CTID up to 2147483644.
 pub fn venet_host_name(ctid: u32) -> String {
     format!("venet{ctid}")
+}
+
+/// The routed pair of one running container.
+#[derive(Debug, Clone, Copy)]
+pub struct Venet<'a> {
+    /// The container ID, which names the host side.
+    pub ctid: u32,
+    /// The host PID of the container's init.
+    pub pid: i32,
+    /// Host uplinks that answer ARP and NDP for the container's addresses.
+    pub neighbour_devs: &'a [String],
 }
 
 /// Returns whether the host has a link named `name`.
@@ -73,29 +88,75 @@ pub fn require_bridge(sys: &dyn NetSys, bridge: &str) -> Result<(), NetError> {
 /// removes the pair with the last address.
 pub fn apply_routed(
     sys: &dyn NetSys,
-    ctid: u32,
-    pid: i32,
+    venet: &Venet<'_>,
     old: &[CtAddress],
     new: &[CtAddress],
 ) -> Result<(), NetError> {
-    let host = venet_host_name(ctid);
+    let host = venet_host_name(venet.ctid);
     if new.is_empty() {
-        return remove_link(sys, &host);
+        return remove_venet(sys, venet.ctid, venet.neighbour_devs, &[]);
     }
     let old = if link_exists(sys, &host)? {
         old
     } else {
-        create_venet(sys, &host, pid)?;
+        create_venet(sys, &host, venet.pid)?;
         &[]
     };
 
     for addr in old.iter().filter(|a| !new.contains(a)) {
-        del_address(sys, &host, pid, addr)?;
+        del_address(sys, venet, addr)?;
     }
     for addr in new.iter().filter(|a| !old.contains(a)) {
-        add_address(sys, &host, pid, addr)?;
+        add_address(sys, venet, addr)?;
     }
     Ok(())
+}
+
+/// Deletes the routed pair, and the proxy neighbour entries of every
+/// address routed through it and of `also_proxied`.
+fn remove_venet(
+    sys: &dyn NetSys,
+    ctid: u32,
+    neighbour_devs: &[String],
+    also_proxied: &[IpAddr],
+) -> Result<(), NetError> {
+    if !neighbour_devs.is_empty() {
+        let mut ips = routed_ips(sys, ctid)?;
+        ips.extend(
+            also_proxied
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .collect::<Vec<_>>(),
+        );
+        for ip in ips {
+            let ip = ip.to_string();
+            for dev in neighbour_devs {
+                let _ = sys.ip(Netns::Host, &["neigh", "del", "proxy", &ip, "dev", dev])?;
+            }
+        }
+    }
+    remove_link(sys, &venet_host_name(ctid))
+}
+
+/// Returns the addresses that host routes send through the container's
+/// routed pair, without the link-local ones; none when the pair is gone.
+pub fn routed_ips(sys: &dyn NetSys, ctid: u32) -> Result<Vec<IpAddr>, NetError> {
+    let host = venet_host_name(ctid);
+    if !link_exists(sys, &host)? {
+        return Ok(Vec::new());
+    }
+    let mut ips = Vec::new();
+    for family in ["-4", "-6"] {
+        let text = sys.ip_ok(Netns::Host, &[family, "route", "show", "dev", &host])?;
+        // Lines read `198.18.0.2 scope link` or `fd00::2 metric 1024 ...`.
+        let found = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter_map(|dest| dest.split('/').next()?.parse::<IpAddr>().ok())
+            .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()));
+        ips.extend(found);
+    }
+    Ok(ips)
 }
 
 fn create_venet(sys: &dyn NetSys, host: &str, pid: i32) -> Result<(), NetError> {
@@ -120,6 +181,9 @@ fn create_venet(sys: &dyn NetSys, host: &str, pid: i32) -> Result<(), NetError> 
     // forwards (arp_process() in net/ipv4/arp.c).
     sys.sysctl(&format!("net/ipv4/conf/{host}/proxy_arp"), "1")?;
     sys.sysctl(&format!("net/ipv4/conf/{host}/forwarding"), "1")?;
+    // Proxy ARP replies wait a random time up to proxy_delay, 80 hundredths
+    // of a second by default, which would stall the first packet to a peer.
+    sys.sysctl(&format!("net/ipv4/neigh/{host}/proxy_delay"), "0")?;
     sys.ip_ok(Netns::Host, &["link", "set", "dev", host, "up"])?;
 
     let inside = Netns::Of(pid);
@@ -128,8 +192,9 @@ fn create_venet(sys: &dyn NetSys, host: &str, pid: i32) -> Result<(), NetError> 
     Ok(())
 }
 
-fn add_address(sys: &dyn NetSys, host: &str, pid: i32, addr: &CtAddress) -> Result<(), NetError> {
-    let inside = Netns::Of(pid);
+fn add_address(sys: &dyn NetSys, venet: &Venet<'_>, addr: &CtAddress) -> Result<(), NetError> {
+    let host = &venet_host_name(venet.ctid);
+    let inside = Netns::Of(venet.pid);
     let local = addr.with_prefix();
     let route = addr.host_route();
     if addr.ip.is_ipv4() {
@@ -173,18 +238,25 @@ fn add_address(sys: &dyn NetSys, host: &str, pid: i32, addr: &CtAddress) -> Resu
         )?;
     }
     sys.ip_ok(Netns::Host, &["route", "replace", &route, "dev", host])?;
+    let ip = addr.ip.to_string();
+    for dev in venet.neighbour_devs {
+        sys.ip_ok(Netns::Host, &["neigh", "replace", "proxy", &ip, "dev", dev])?;
+    }
     Ok(())
 }
 
-fn del_address(sys: &dyn NetSys, host: &str, pid: i32, addr: &CtAddress) -> Result<(), NetError> {
+fn del_address(sys: &dyn NetSys, venet: &Venet<'_>, addr: &CtAddress) -> Result<(), NetError> {
+    let host = &venet_host_name(venet.ctid);
     let local = addr.with_prefix();
     let route = addr.host_route();
-    // Either may be gone already, with a half-finished earlier change.
-    let _ = sys.ip(
-        Netns::Of(pid),
-        &["addr", "del", &local, "dev", VENET_IFNAME],
-    )?;
+    let ip = addr.ip.to_string();
+    // Each may be gone already, with a half-finished earlier change.
+    let inside = Netns::Of(venet.pid);
+    let _ = sys.ip(inside, &["addr", "del", &local, "dev", VENET_IFNAME])?;
     let _ = sys.ip(Netns::Host, &["route", "del", &route, "dev", host])?;
+    for dev in venet.neighbour_devs {
+        let _ = sys.ip(Netns::Host, &["neigh", "del", "proxy", &ip, "dev", dev])?;
+    }
     Ok(())
 }
 
@@ -246,10 +318,17 @@ fn add_netif(sys: &dyn NetSys, pid: i32, netif: &Netif) -> Result<(), NetError> 
     Ok(())
 }
 
-/// Removes every host link of the container: the venet pair and each
-/// NETIF pair. Their routes go with them.
-pub fn teardown(sys: &dyn NetSys, ctid: u32, netifs: &[Netif]) -> Result<(), NetError> {
-    let mut first_error = remove_link(sys, &venet_host_name(ctid)).err();
+/// Removes every host link of the container, the venet pair and each
+/// NETIF pair, and on `neighbour_devs` the proxy neighbour entries of the
+/// routed addresses and of `proxied`. The routes go with the links.
+pub fn teardown(
+    sys: &dyn NetSys,
+    ctid: u32,
+    neighbour_devs: &[String],
+    proxied: &[IpAddr],
+    netifs: &[Netif],
+) -> Result<(), NetError> {
+    let mut first_error = remove_venet(sys, ctid, neighbour_devs, proxied).err();
     for netif in netifs {
         if let Err(err) = remove_link(sys, &netif.host_ifname) {
             first_error.get_or_insert(err);
@@ -265,17 +344,43 @@ mod tests {
     use crate::container::net::netif::parse_add;
     use crate::container::net::sys::RecordingNet;
 
+    const VENET: Venet<'static> = Venet {
+        ctid: 101,
+        pid: 42,
+        neighbour_devs: &[],
+    };
+
+    #[test]
+    fn neighbour_devs_get_proxy_entries() {
+        let sys = RecordingNet::default();
+        let uplinks = ["eth0".to_string()];
+        let venet = Venet {
+            neighbour_devs: &uplinks,
+            ..VENET
+        };
+        let old = parse_list("198.18.0.2 fd00::2");
+        apply_routed(&sys, &venet, &[], &old).unwrap();
+        let log = sys.take();
+        assert!(log.contains(&"host: ip neigh replace proxy 198.18.0.2 dev eth0".to_string()));
+        assert!(log.contains(&"host: ip neigh replace proxy fd00::2 dev eth0".to_string()));
+
+        apply_routed(&sys, &venet, &old, &parse_list("fd00::2")).unwrap();
+        let log = sys.take();
+        assert!(log.contains(&"host: ip neigh del proxy 198.18.0.2 dev eth0".to_string()));
+    }
+
     #[test]
     fn first_address_creates_the_pair() {
         let sys = RecordingNet::default();
         let new = parse_list("198.18.0.2 fd00::2");
-        apply_routed(&sys, 101, 42, &[], &new).unwrap();
+        apply_routed(&sys, &VENET, &[], &new).unwrap();
         let log = sys.take();
         let expected = [
             "host: ip link show dev venet101",
             "host: ip link add venet101 type veth peer name venet0 netns 42",
             "sysctl net/ipv4/conf/venet101/proxy_arp=1",
             "sysctl net/ipv4/conf/venet101/forwarding=1",
+            "sysctl net/ipv4/neigh/venet101/proxy_delay=0",
             "host: ip link set dev venet101 up",
             "42: ip link set dev lo up",
             "42: ip link set dev venet0 up",
@@ -294,11 +399,11 @@ mod tests {
     fn ipdel_changes_only_that_address() {
         let sys = RecordingNet::default();
         let old = parse_list("198.18.0.2 198.18.0.3");
-        apply_routed(&sys, 101, 42, &[], &old).unwrap();
+        apply_routed(&sys, &VENET, &[], &old).unwrap();
         sys.take();
 
         let new = parse_list("198.18.0.3");
-        apply_routed(&sys, 101, 42, &old, &new).unwrap();
+        apply_routed(&sys, &VENET, &old, &new).unwrap();
         assert_eq!(
             sys.take(),
             [
@@ -308,7 +413,7 @@ mod tests {
             ]
         );
 
-        apply_routed(&sys, 101, 42, &new, &[]).unwrap();
+        apply_routed(&sys, &VENET, &new, &[]).unwrap();
         assert_eq!(
             sys.take(),
             [

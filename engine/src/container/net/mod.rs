@@ -16,6 +16,7 @@ pub mod netif;
 pub mod sys;
 
 use std::fs;
+use std::net::IpAddr;
 
 pub use error::NetError;
 
@@ -68,16 +69,59 @@ pub struct NetConfig {
     pub addresses: Vec<CtAddress>,
     /// NETIF.
     pub netifs: Vec<Netif>,
+    /// The host's NEIGHBOUR_DEVS: uplinks that answer ARP and NDP for
+    /// the routed addresses.
+    pub neighbour_devs: Vec<String>,
 }
 
 impl NetConfig {
-    /// Parses IP_ADDRESS and NETIF of `config`.
-    pub fn of(config: &ConfigFile) -> Self {
+    /// Parses IP_ADDRESS and NETIF of `config`, and NEIGHBOUR_DEVS of the
+    /// global config.
+    pub fn of(config: &ConfigFile, global: &ConfigFile) -> Self {
         NetConfig {
             addresses: addr::parse_list(config.get("IP_ADDRESS").unwrap_or_default()),
             netifs: netif::parse_config(config.get("NETIF").unwrap_or_default()),
+            neighbour_devs: parse_neighbour_devs(global.get("NEIGHBOUR_DEVS").unwrap_or_default()),
         }
     }
+
+    /// Returns the routed pair of this config for the init `pid`.
+    pub fn venet(&self, ctid: u32, pid: i32) -> link::Venet<'_> {
+        link::Venet {
+            ctid,
+            pid,
+            neighbour_devs: &self.neighbour_devs,
+        }
+    }
+}
+
+/// Parses NEIGHBOUR_DEVS: `list:DEV [DEV...]` or a plain device list.
+/// vzctl's `detect` and `all` are not supported and count as empty.
+pub fn parse_neighbour_devs(value: &str) -> Vec<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Vec::new();
+    }
+    if value == "detect" || value == "all" {
+        // TODO: pick the devices of the host's default routes for detect.
+        tracing::warn!(
+            value,
+            "NEIGHBOUR_DEVS={value} is not supported; use list:DEV..."
+        );
+        return Vec::new();
+    }
+    let list = value.strip_prefix("list:").unwrap_or(value);
+    list.split([' ', ','])
+        .filter(|dev| !dev.is_empty())
+        .filter(|dev| match netif::validate_ifname(dev) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(reason, "skipping a NEIGHBOUR_DEVS entry");
+                false
+            }
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Validates `opts` and writes IP_ADDRESS, NETIF, NAMESERVER and
@@ -102,7 +146,7 @@ pub fn update_config_with(
     config: &mut ConfigFile,
     opts: &NetOptions,
 ) -> Result<bool, NetError> {
-    let current = NetConfig::of(config);
+    let current = NetConfig::of(config, &layout.global);
     let addresses = addr::edit_list(&current.addresses, &opts.ipadd, &opts.ipdel)?;
     for added in addresses.iter().filter(|a| !current.addresses.contains(a)) {
         if let Some(owner) = address_owner(layout, ctid, added)? {
@@ -190,7 +234,7 @@ pub fn write_root_files(container: &Container, config: &ConfigFile) -> Result<()
 
     if let Some(hostname) = config.get_nonempty("HOSTNAME") {
         let current = files::read_in_root(root, "etc/hosts").unwrap_or_default();
-        let addresses = NetConfig::of(config).addresses;
+        let addresses = addr::parse_list(config.get("IP_ADDRESS").unwrap_or_default());
         let style = HostsStyle::of_root(root);
         let text = files::hosts(&current, hostname, addresses.first(), style);
         rootfs::write_file(root, "etc", "hosts", text.as_bytes())?;
@@ -213,11 +257,12 @@ pub fn setup(container: &Container) -> Result<(), ContainerError> {
             ctid: container.ctid.get(),
         });
     };
-    let net = NetConfig::of(&container.config);
-    let result = setup_with(&LinuxNet, container.ctid.get(), init_pid, &net);
+    let net = NetConfig::of(&container.config, &container.layout.global);
+    let ctid = container.ctid.get();
+    let result = setup_with(&LinuxNet, ctid, init_pid, &net);
     if let Err(err) = &result {
-        tracing::error!(ctid = %container.ctid, error = %err, "network setup failed; stopping the container");
-        let _ = link::teardown(&LinuxNet, container.ctid.get(), &net.netifs);
+        tracing::error!(ctid, error = %err, "network setup failed; stopping the container");
+        let _ = link::teardown(&LinuxNet, ctid, &net.neighbour_devs, &[], &net.netifs);
         if let Err(stop_err) = backend::stop(container.ctid, &container.state_dir(), 0, true) {
             tracing::warn!(ctid = %container.ctid, error = %stop_err, "stop after failed network setup");
         }
@@ -230,7 +275,7 @@ pub fn setup_with(sys: &dyn NetSys, ctid: u32, pid: i32, net: &NetConfig) -> Res
     if net.addresses.is_empty() && net.netifs.is_empty() {
         return Ok(());
     }
-    link::apply_routed(sys, ctid, pid, &[], &net.addresses)?;
+    link::apply_routed(sys, &net.venet(ctid, pid), &[], &net.addresses)?;
     link::apply_netifs(sys, pid, &[], &net.netifs)?;
     tracing::info!(
         ctid,
@@ -248,11 +293,12 @@ pub fn setup_with(sys: &dyn NetSys, ctid: u32, pid: i32, net: &NetConfig) -> Res
 pub fn apply_set(container: &Container, new: &ConfigFile) -> Result<bool, ContainerError> {
     let mut live = false;
     if let RunState::Running { init_pid, .. } = container.run_state()? {
-        let old = NetConfig::of(&container.config);
-        let next = NetConfig::of(new);
-        let ctid = container.ctid.get();
+        let global = &container.layout.global;
+        let old = NetConfig::of(&container.config, global);
+        let next = NetConfig::of(new, global);
+        let venet = next.venet(container.ctid.get(), init_pid);
         link::apply_netifs(&LinuxNet, init_pid, &old.netifs, &next.netifs)?;
-        link::apply_routed(&LinuxNet, ctid, init_pid, &old.addresses, &next.addresses)?;
+        link::apply_routed(&LinuxNet, &venet, &old.addresses, &next.addresses)?;
         live = true;
     }
     if container.is_mounted() {
@@ -261,13 +307,39 @@ pub fn apply_set(container: &Container, new: &ConfigFile) -> Result<bool, Contai
     Ok(live)
 }
 
-/// Removes the container's pairs and with them their routes; called
-/// after the container stopped, and harmless when nothing is left.
-pub fn teardown(container: &Container) -> Result<(), ContainerError> {
-    let net = NetConfig::of(&container.config);
+/// Returns the addresses routed to the running container, saved or not,
+/// for [`teardown`] to remove their proxy neighbour entries: stopping the
+/// container deletes the pair and its routes, and with them the record.
+/// Empty unless NEIGHBOUR_DEVS is set.
+pub fn routed_addresses(container: &Container) -> Vec<IpAddr> {
+    let net = NetConfig::of(&container.config, &container.layout.global);
+    if net.neighbour_devs.is_empty() {
+        return Vec::new();
+    }
+    link::routed_ips(&LinuxNet, container.ctid.get()).unwrap_or_else(|err| {
+        tracing::warn!(ctid = %container.ctid, error = %err, "could not list the routed addresses");
+        Vec::new()
+    })
+}
+
+/// Removes the container's pairs, and with them their routes, and the
+/// proxy neighbour entries of the saved addresses and of `routed` (from
+/// [`routed_addresses`] before the stop). Harmless when nothing is left.
+pub fn teardown(container: &Container, routed: &[IpAddr]) -> Result<(), ContainerError> {
+    let net = NetConfig::of(&container.config, &container.layout.global);
+    let mut proxied: Vec<IpAddr> = net.addresses.iter().map(|a| a.ip).collect();
+    proxied.extend(
+        routed
+            .iter()
+            .filter(|ip| !proxied.contains(ip))
+            .collect::<Vec<_>>(),
+    );
+    let ctid = container.ctid.get();
     Ok(link::teardown(
         &LinuxNet,
-        container.ctid.get(),
+        ctid,
+        &net.neighbour_devs,
+        &proxied,
         &net.netifs,
     )?)
 }
