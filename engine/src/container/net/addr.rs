@@ -56,10 +56,9 @@ impl CtAddress {
     }
 
     /// Returns the prefix the container side carries: the given one for
-    /// IPv4, else a host prefix (/32 or /128). IPv6 always gets /128, so
-    /// that the container sends every packet to its gateway: an on-link
-    /// IPv6 prefix would make it solicit neighbours that the host side
-    /// does not answer for.
+    /// IPv4, else /32, and always /128 for IPv6. An on-link IPv6 prefix
+    /// would make the container solicit neighbours that the host side does
+    /// not reply for, so every IPv6 packet goes to the gateway instead.
     pub fn prefix_len(&self) -> u8 {
         match self.ip {
             IpAddr::V4(_) => self.prefix.unwrap_or(32),

@@ -18,7 +18,7 @@ pub const INHERIT: &str = "inherit";
 /// next change replaces it instead of adding another.
 pub const HOSTS_MARKER: &str = "# lamctl hostname";
 
-/// Where `inherit` reads the host's resolver settings.
+/// The host file that `inherit` copies resolver settings from.
 pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Checks `--nameserver` values: addresses, or `inherit` alone.

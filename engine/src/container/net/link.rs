@@ -3,12 +3,12 @@
 //! Routed mode works like vzctl's venet on an upstream kernel: one veth
 //! pair per container, `venetCTID` on the host and `venet0` inside. The
 //! container side carries the addresses and a default route through the
-//! host side; the host side carries a /32 or /128 route to each address,
-//! answers ARP for the rest of the network (proxy_arp) and forwards what
-//! the container sends. IPv6 uses `fe80::1` on the host side as the next
-//! hop. On the uplinks the host's NEIGHBOUR_DEVS names, each address also
-//! gets a proxy neighbour entry, so the host answers ARP and NDP for it
-//! there. Bridged mode adds one veth pair per NETIF entry and puts the host
+//! host side. The host side carries a /32 or /128 route to each address,
+//! replies to ARP requests for the rest of the network (proxy_arp) and
+//! forwards what the container sends. IPv6 uses `fe80::1` on the host side
+//! as the next hop. On the uplinks the host's NEIGHBOUR_DEVS names, each
+//! address also gets a proxy neighbour entry, so the host replies to ARP
+//! and NDP requests for it there. Bridged mode adds one veth pair per NETIF entry and puts the host
 //! side into the named bridge; the container configures its addresses.
 
 use std::net::IpAddr;
@@ -35,7 +35,8 @@ pub struct Venet<'a> {
     pub ctid: u32,
     /// The host PID of the container's init.
     pub pid: i32,
-    /// Host uplinks that answer ARP and NDP for the container's addresses.
+    /// Host uplinks that reply to ARP and NDP requests for the container's
+    /// addresses.
     pub neighbour_devs: &'a [String],
 }
 
@@ -176,7 +177,7 @@ fn create_venet(sys: &dyn NetSys, host: &str, pid: i32) -> Result<(), NetError> 
             &pid_text,
         ],
     )?;
-    // proxy_arp answers the container's ARP requests for every address
+    // proxy_arp replies to the container's ARP requests for every address
     // the host routes elsewhere, and it only works on an interface that
     // forwards (arp_process() in net/ipv4/arp.c).
     sys.sysctl(&format!("net/ipv4/conf/{host}/proxy_arp"), "1")?;

@@ -3,9 +3,9 @@
 //! files (NAMESERVER, SEARCHDOMAIN, HOSTNAME).
 //!
 //! `create` and `set` validate options and store them with
-//! [`update_config`]; `start` calls [`prepare_root`] before init and
-//! [`setup`] once init runs; `set` calls [`apply_set`] to change a running
-//! or mounted container; `stop` calls [`teardown`]. The host side of every
+//! [`update_config`]. `start` calls [`prepare_root`] before init and
+//! [`setup`] once init runs. `set` calls [`apply_set`] to change a running
+//! or mounted container, and `stop` calls [`teardown`]. The host side of every
 //! pair lives in the network namespace of the calling process.
 
 pub mod addr;
@@ -69,7 +69,7 @@ pub struct NetConfig {
     pub addresses: Vec<CtAddress>,
     /// NETIF.
     pub netifs: Vec<Netif>,
-    /// The host's NEIGHBOUR_DEVS: uplinks that answer ARP and NDP for
+    /// The host's NEIGHBOUR_DEVS: uplinks that reply to ARP and NDP for
     /// the routed addresses.
     pub neighbour_devs: Vec<String>,
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::error::NetError;
 
-/// Where an `ip` command runs.
+/// The network namespace an `ip` command runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Netns {
     /// The network namespace of the calling process.
@@ -21,7 +21,7 @@ pub enum Netns {
     Of(i32),
 }
 
-/// What an `ip` command printed, and whether it succeeded.
+/// The output and exit status of an `ip` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpOutput {
     /// The exit status; 0 is success.
@@ -100,8 +100,8 @@ impl NetSys for LinuxNet {
     }
 }
 
-/// Records every command and answers from a small model: which links
-/// exist on the host. For unit tests.
+/// A fake for unit tests that records every command and replies from a
+/// small model of the host's links.
 #[derive(Debug, Default)]
 pub struct RecordingNet {
     /// Every command, as `host: ip ...`, `PID: ip ...` or `sysctl PATH=V`.
