@@ -38,7 +38,15 @@ impl Fixture {
         for sub in ["bin", "sbin", "etc", "root", "tmp"] {
             fs::create_dir_all(root.join(sub)).unwrap();
         }
-        fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        // A copy made in this process would keep a write fd open while
+        // another test forks, and the forked child would inherit it: exec
+        // of the copy then fails with ETXTBSY. cp writes in its own process.
+        let copied = std::process::Command::new("cp")
+            .arg(busybox)
+            .arg(root.join("bin/busybox"))
+            .status()
+            .unwrap();
+        assert!(copied.success(), "cp {} failed", busybox.display());
         for applet in APPLETS {
             symlink("busybox", root.join("bin").join(applet)).unwrap();
         }

@@ -24,6 +24,10 @@ pub const DROPPED: [(u32, &str); 12] = [
 
 /// CAP_MKNOD, dropped as well when no devices cgroup denies opening the
 /// nodes that a container could create.
+///
+/// NOTE: on a pure cgroup v2 host nothing filters device access (that
+/// needs a BPF_PROG_TYPE_CGROUP_DEVICE program), and root inside keeps
+/// CAP_SYS_ADMIN, so it can still mount devtmpfs and open host devices.
 pub const CAP_MKNOD: u32 = 27;
 
 /// Returns the capability numbers to drop.

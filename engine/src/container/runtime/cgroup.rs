@@ -312,7 +312,22 @@ impl Cgroup {
             return Ok(());
         };
         let writes = match dir.version {
-            Version::V2 => memory_writes_v2(limits),
+            Version::V2 => {
+                let mut writes = memory_writes_v2(limits);
+                // The kernel creates memory.swap.max only with swap
+                // accounting; a fake tree has no files at all.
+                let has_swap = dir.path.join("memory.swap.max").exists() || !is_cgroupfs(&dir.path);
+                if !has_swap {
+                    writes.retain(|(file, _)| *file != "memory.swap.max");
+                    if limits.swap.is_some() {
+                        tracing::warn!(
+                            dir = %dir.path.display(),
+                            "swap accounting is off (no memory.swap.max); the swap limit is not applied"
+                        );
+                    }
+                }
+                writes
+            }
             Version::V1 => {
                 let has_memsw = dir.path.join(MEMSW_LIMIT).exists();
                 if !has_memsw && limits.swap.is_some() {
