@@ -436,8 +436,13 @@ fn shutdown_finishes_requests_in_flight() {
     let flush = client.send_request(CMD_FLUSH, 0, 0, 0, &[]);
     client.stream.flush().unwrap();
     handle.shutdown();
-    assert_eq!(client.read_reply(write, 0).error, 0);
-    assert_eq!(client.read_reply(flush, 0).error, 0);
+    // Replies may come in either order.
+    let mut replies: Vec<(u64, u32)> = (0..2)
+        .map(|_| client.read_any_reply(|_| 0))
+        .map(|(cookie, reply)| (cookie, reply.error))
+        .collect();
+    replies.sort();
+    assert_eq!(replies, [(write, 0), (flush, 0)]);
 
     let stats = thread.join().unwrap().expect("clean shutdown");
     assert_eq!(stats.failed_requests, 0);
@@ -492,4 +497,42 @@ fn shutdown_disconnects_stalled_client() {
     let stats = thread.join().unwrap().expect("shutdown completes");
     assert_eq!(stats.connections, 1);
     assert!(!socket.exists(), "socket file removed");
+}
+
+#[test]
+fn pipelined_requests_get_matching_replies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = serve_raw(tmp.path(), 64 * MIB);
+    let (mut client, _, _) = RawClient::go(&served.socket);
+
+    // 32 writes of distinct patterns sent back to back, then 32 reads of
+    // the same ranges: each reply must carry its own request's data.
+    let mut writes = Vec::new();
+    for i in 0..32u8 {
+        let data = vec![i + 1; 256 << 10];
+        let offset = u64::from(i) * MIB;
+        writes.push(client.send_request(CMD_WRITE, 0, offset, 256 << 10, &data));
+    }
+    let mut written: Vec<u64> = (0..32)
+        .map(|_| {
+            let (cookie, reply) = client.read_any_reply(|_| 0);
+            assert_eq!(reply.error, 0, "write {cookie}");
+            cookie
+        })
+        .collect();
+    written.sort();
+    assert_eq!(written, writes);
+
+    let mut reads = std::collections::HashMap::new();
+    for i in 0..32u8 {
+        let cookie = client.send_request(CMD_READ, 0, u64::from(i) * MIB, 256 << 10, &[]);
+        reads.insert(cookie, i + 1);
+    }
+    for _ in 0..32 {
+        let (cookie, reply) = client.read_any_reply(|_| 256 << 10);
+        let expected = reads.remove(&cookie).expect("reply to a pending read");
+        assert_eq!(reply.error, 0);
+        assert!(reply.data.iter().all(|&b| b == expected), "read {cookie}");
+    }
+    assert!(reads.is_empty());
 }

@@ -322,6 +322,23 @@ impl RawClient {
         Reply { error, data }
     }
 
+    /// Reads the next simple reply, whichever request it belongs to;
+    /// `data_len` gives the data length of a successful reply by cookie.
+    pub fn read_any_reply(&mut self, data_len: impl Fn(u64) -> usize) -> (u64, Reply) {
+        let mut header = [0u8; 16];
+        self.stream.read_exact(&mut header).expect("read reply");
+        let magic = u32::from_be_bytes(header[..4].try_into().unwrap());
+        assert_eq!(magic, 0x6744_6698, "simple reply magic");
+        let error = u32::from_be_bytes(header[4..8].try_into().unwrap());
+        let cookie = u64::from_be_bytes(header[8..].try_into().unwrap());
+        let mut data = Vec::new();
+        if error == 0 {
+            data.resize(data_len(cookie), 0);
+            self.stream.read_exact(&mut data).expect("read data");
+        }
+        (cookie, Reply { error, data })
+    }
+
     /// Sends a request and waits for its reply.
     pub fn request(
         &mut self,

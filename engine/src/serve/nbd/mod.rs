@@ -5,8 +5,8 @@
 //! It speaks the fixed newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`,
 //! `NBD_OPT_LIST`, `NBD_OPT_ABORT` and the old `NBD_OPT_EXPORT_NAME`) and
 //! sends a simple reply to every request. Structured replies, block
-//! status and TLS are not offered. Each connection has its own thread and
-//! handles its requests in order. [`NbdServer::run`] returns after a
+//! status and TLS are not offered. Each connection has its own reader
+//! thread and a few workers that handle its requests concurrently. [`NbdServer::run`] returns after a
 //! [`ShutdownHandle::shutdown`] or a SIGTERM/SIGINT (see
 //! [`NbdServer::stop_on_signals`]): it stops accepting, removes the
 //! socket file, lets every connection finish the requests it has already
