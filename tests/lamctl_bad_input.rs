@@ -281,3 +281,59 @@ fn duplicate_name_is_131() {
     ];
     fails_without_change(&home, &args, 131);
 }
+
+/// Writes a gzip template of `files` files of 32 KiB each, large enough
+/// that extracting it takes a while.
+fn write_big_template(path: &std::path::Path, files: usize) {
+    let file = fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    let mut data = vec![0u8; 32 * 1024];
+    for i in 0..files {
+        data[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let mut header = tar::Header::new_gnu();
+        header.set_path(format!("data/f{i}")).unwrap();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn interrupted_create_leaves_nothing() {
+    let home = Home::new();
+    write_big_template(&home.path().join("template/cache/big.tar.gz"), 6000);
+    let before = home.files();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lamctl"))
+        .args(["create", "104", "--ostemplate", "big", "--diskspace", "1G"])
+        .env("LAMINA_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Interrupt once the image is mounted, that is during extraction.
+    let root = home.path().join("root/104");
+    while child.try_wait().unwrap().is_none() && !home.mounts().contains(&root) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    if output.status.code() == Some(0) {
+        // The signal came after the last step: a complete container.
+        eprintln!("NOTE: create finished before the signal arrived");
+        assert!(home.path().join("private/104/root.hdd").is_dir());
+        assert!(home.path().join("conf/104.conf").is_file());
+    } else {
+        assert_eq!(output.status.code(), Some(48), "{stderr}");
+        assert!(stderr.contains("cancelled"), "{stderr}");
+        assert_eq!(home.files(), before, "the cancelled create left files");
+        home.assert_clean();
+    }
+}

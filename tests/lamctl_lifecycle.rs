@@ -27,27 +27,44 @@ fn init_pid(home: &Home, ctid: &str) -> i32 {
     }
 }
 
-/// Returns the file that contains the memory limit of `pid`'s cgroup, on
-/// cgroup v1 (`memory.limit_in_bytes`) or v2 (`memory.max`).
-fn memory_limit_file(pid: i32) -> PathBuf {
+/// Returns the memory limit files of `pid`'s cgroup and of each of its
+/// ancestors, on cgroup v1 (`memory.limit_in_bytes`) or v2 (`memory.max`).
+fn memory_limit_files(pid: i32) -> Vec<PathBuf> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-        let path = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "memory") {
-            return Path::new("/sys/fs/cgroup/memory")
-                .join(path)
-                .join("memory.limit_in_bytes");
-        }
-        if controllers.is_empty() {
-            let v2 = Path::new("/sys/fs/cgroup").join(path).join("memory.max");
-            if v2.exists() {
-                return v2;
+        let (base, file) = if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            ("/sys/fs/cgroup", "memory.max")
+        } else {
+            continue;
+        };
+        let mut dir = Path::new(base).join(path.trim_start_matches('/'));
+        let mut files = Vec::new();
+        while dir.starts_with(base) {
+            if dir.join(file).exists() {
+                files.push(dir.join(file));
+            }
+            if !dir.pop() {
+                break;
             }
         }
+        return files;
     }
     panic!("no memory cgroup for pid {pid}: {text}");
+}
+
+/// Returns the memory limit in force for `pid`: the smallest limit of its
+/// cgroup and its ancestors (the runtime may put init in a subgroup).
+fn memory_limit(pid: i32) -> u64 {
+    memory_limit_files(pid)
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 /// Returns the `{UUID}` that `lamctl snapshot` printed.
@@ -126,16 +143,9 @@ fn busybox_container_lifecycle() {
     // Live --ram changes the cgroup's limit.
     let pid = init_pid(&home, "71001");
     let init_start = start_time(pid).expect("init start time");
-    let limit_file = memory_limit_file(pid);
-    assert_eq!(
-        fs::read_to_string(&limit_file).unwrap().trim(),
-        (256u64 << 20).to_string()
-    );
+    assert_eq!(memory_limit(pid), 256 << 20);
     home.ok(&["set", "71001", "--ram", "512M"]);
-    assert_eq!(
-        fs::read_to_string(&limit_file).unwrap().trim(),
-        (512u64 << 20).to_string()
-    );
+    assert_eq!(memory_limit(pid), 512 << 20);
 
     // Online grow, seen by df inside.
     let before = df_kb(&home, "71001");

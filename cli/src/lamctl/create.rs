@@ -1,9 +1,14 @@
 //! `lamctl create CTID --ostemplate NAME ...`
 
+use std::ffi::c_int;
+use std::sync::atomic::Ordering;
+
 use lamina_engine::container::ContainerError;
 use lamina_engine::container::create::{self, CreateOptions};
 use lamina_engine::container::ctid::Ctid;
 use lamina_engine::container::layout::Layout;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 use super::Output;
 use super::net::NetArgs;
@@ -45,6 +50,7 @@ pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerErr
         name: args.name,
         net: args.net.into_options(),
     };
+    let _signals = CancelOnSignals::install();
     let label = opts.ostemplate.clone().unwrap_or_default();
     out.say(format_args!("Creating container private area ({label})"));
     match create::create(layout, ctid, &opts) {
@@ -58,6 +64,47 @@ pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerErr
         Err(err) => {
             eprintln!("Creation of container private area failed");
             Err(err)
+        }
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP cancel the running create instead of
+/// killing lamctl, so that create removes what it made. Dropping it
+/// restores the previous handlers.
+struct CancelOnSignals {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+extern "C" fn request_cancel(_signal: c_int) {
+    create::CANCEL.store(true, Ordering::Relaxed);
+}
+
+impl CancelOnSignals {
+    fn install() -> Self {
+        // SA_RESTART lets the current step finish; create checks the flag
+        // between steps and between template members.
+        let action = SigAction::new(
+            SigHandler::Handler(request_cancel),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let mut previous = Vec::new();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            // SAFETY: the handler only stores to an atomic, which is
+            // async-signal-safe.
+            if let Ok(old) = unsafe { sigaction(signal, &action) } {
+                previous.push((signal, old));
+            }
+        }
+        CancelOnSignals { previous }
+    }
+}
+
+impl Drop for CancelOnSignals {
+    fn drop(&mut self) {
+        for (signal, old) in &self.previous {
+            // SAFETY: this restores the disposition the process had before.
+            let _ = unsafe { sigaction(*signal, old) };
         }
     }
 }

@@ -5,11 +5,13 @@
 //! so a failed or interrupted create leaves no container behind. A guard
 //! undoes the mount, the temp area and the mount point on every error.
 //!
-//! NOTE: a signal that kills lamctl skips the guard; the next create of the
-//! same CTID unmounts and removes the leftover temp area.
+//! lamctl turns SIGINT, SIGTERM and SIGHUP into [`CANCEL`], which create
+//! checks between steps. NOTE: SIGKILL still skips the guard; the next
+//! create of the same CTID unmounts and removes the leftover temp area.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::backend::{self, MountRequest};
 use super::config::ConfigFile;
@@ -20,7 +22,7 @@ use super::lock::CtLock;
 use super::net::{self, NetOptions};
 use super::rootfs;
 use super::samples::{self, DEFAULT_SAMPLE};
-use super::template;
+use super::template::{self, TemplateError};
 use super::units::{Unit, Unlimited, format_pair, parse_pair};
 
 /// Options of [`create`], as given on the command line.
@@ -49,6 +51,17 @@ pub struct Created {
     pub template: String,
     /// The private area.
     pub private: PathBuf,
+}
+
+/// Set by the caller (a signal handler of lamctl) to stop a running
+/// [`create`] at its next step; the create then removes what it made.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+fn check_cancel(ctid: u32) -> Result<(), ContainerError> {
+    if CANCEL.load(Ordering::Relaxed) {
+        return Err(ContainerError::CreateCancelled { ctid });
+    }
+    Ok(())
 }
 
 /// Creates container `ctid`.
@@ -92,8 +105,9 @@ pub fn create(
         })?;
     let (size, inodes) = disk_geometry(&config, &conf_path)?;
 
-    let mut build = Build::new(&paths.private, &paths.root);
+    let mut build = Build::new(ctid.get(), &paths.private, &paths.root);
     build.run(&tarball, size, inodes, config.get_nonempty("HOSTNAME"))?;
+    check_cancel(ctid.get())?;
     build.commit()?;
 
     fs::create_dir_all(&layout.conf_dir)
@@ -262,6 +276,7 @@ fn disk_geometry(
 
 /// The steps that build the private area, undone on drop unless committed.
 struct Build {
+    ctid: u32,
     private: PathBuf,
     tmp: PathBuf,
     root: PathBuf,
@@ -271,10 +286,11 @@ struct Build {
 }
 
 impl Build {
-    fn new(private: &Path, root: &Path) -> Self {
+    fn new(ctid: u32, private: &Path, root: &Path) -> Self {
         let mut tmp = private.as_os_str().to_os_string();
         tmp.push(".tmp");
         Build {
+            ctid,
             private: private.to_path_buf(),
             tmp: PathBuf::from(tmp),
             root: root.to_path_buf(),
@@ -301,8 +317,11 @@ impl Build {
         }
         fs::create_dir_all(&self.tmp).map_err(ContainerError::io("create directory", &self.tmp))?;
         let disk = self.tmp.join("root.hdd");
+        let ctid = self.ctid;
         backend::create_disk(&disk, size)?;
+        check_cancel(ctid)?;
         backend::mkfs(&disk, inodes)?;
+        check_cancel(ctid)?;
 
         if !self.root.exists() {
             fs::create_dir_all(&self.root)
@@ -316,7 +335,10 @@ impl Build {
         })?;
         self.mounted = true;
 
-        template::extract(tarball, &self.root)?;
+        template::extract_cancellable(tarball, &self.root, &CANCEL).map_err(|err| match err {
+            TemplateError::Cancelled { .. } => ContainerError::CreateCancelled { ctid },
+            other => other.into(),
+        })?;
         if let Some(hostname) = hostname {
             rootfs::write_file(
                 &self.root,

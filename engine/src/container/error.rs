@@ -142,6 +142,10 @@ pub enum ContainerError {
         message: String,
     },
 
+    /// A signal cancelled `create`; everything it made was removed.
+    #[error("Creation of container {ctid} was cancelled by a signal; nothing was left behind")]
+    CreateCancelled { ctid: u32 },
+
     /// The snapshot ID is not known to the container's disk.
     #[error("Snapshot {id} not found: run snapshot-list for the IDs")]
     SnapshotNotFound { id: String },
@@ -237,7 +241,7 @@ impl ContainerError {
             E::SampleNotFound { .. } | E::ConfigExists { .. } => 82,
             E::TemplateNotSpecified => 29,
             E::TemplateNotFound { .. } => 91,
-            E::Template(_) => 48,
+            E::Template(_) | E::CreateCancelled { .. } => 48,
             E::DiskspaceNotSet => 63,
             E::PrivateExists { .. } => 44,
             E::PrivateMissing { .. } => 43,
@@ -301,7 +305,7 @@ impl HasKind for ContainerError {
                 ErrorKind::AlreadyExists
             }
             E::Locked { .. } | E::Running { .. } | E::Mounted { .. } => ErrorKind::Busy,
-            E::Io { .. } => ErrorKind::Io,
+            E::Io { .. } | E::CreateCancelled { .. } => ErrorKind::Io,
             E::Backend { kind, .. } => *kind,
             E::Net(err) => err.kind(),
         }

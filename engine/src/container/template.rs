@@ -10,6 +10,7 @@ use std::fs;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{Gid, Uid, chown};
@@ -54,6 +55,10 @@ pub enum TemplateError {
         source: io::Error,
     },
 
+    /// The caller's cancel flag was set between two members.
+    #[error("Extraction of template {} was cancelled", template.display())]
+    Cancelled { template: PathBuf },
+
     /// The archive itself could not be read.
     #[error("Template {} could not be read", template.display())]
     Read {
@@ -66,7 +71,7 @@ pub enum TemplateError {
 impl HasKind for TemplateError {
     fn kind(&self) -> ErrorKind {
         match self {
-            TemplateError::Member { .. } => ErrorKind::Io,
+            TemplateError::Member { .. } | TemplateError::Cancelled { .. } => ErrorKind::Io,
             TemplateError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
@@ -102,6 +107,16 @@ pub fn base_name(name: &str) -> &str {
 
 /// Extracts the tarball at `template` into the directory `root`.
 pub fn extract(template: &Path, root: &Path) -> Result<(), TemplateError> {
+    extract_cancellable(template, root, &AtomicBool::new(false))
+}
+
+/// Extracts like [`extract`] and stops before the next member once `cancel`
+/// is set.
+pub fn extract_cancellable(
+    template: &Path,
+    root: &Path,
+    cancel: &AtomicBool,
+) -> Result<(), TemplateError> {
     let read_err = |source| TemplateError::Read {
         template: template.to_path_buf(),
         source,
@@ -122,6 +137,11 @@ pub fn extract(template: &Path, root: &Path) -> Result<(), TemplateError> {
         xattrs: &xattrs,
     };
     for entry in archive.entries().map_err(read_err)? {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TemplateError::Cancelled {
+                template: template.to_path_buf(),
+            });
+        }
         let mut entry = entry.map_err(read_err)?;
         extractor.extract_entry(&mut entry)?;
     }
