@@ -298,3 +298,26 @@ fn serve_bad_input_exits_with_codes() {
     let (status, stderr) = server.stop(Signal::SIGTERM);
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn serve_after_kill_9_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = new_disk(tmp.path());
+    let socket = tmp.path().join("nbd.sock");
+
+    // qemu-io flushes before it exits, so the write is durable.
+    let server = Server::start(&disk, &socket, &[]);
+    assert_qemu_io_ok(&server.uri(), &["write -P 0x7e 3M 1M"]);
+    let (status, _) = server.stop(Signal::SIGKILL);
+    assert!(!status.success());
+    assert!(socket.exists(), "kill -9 leaves the socket file");
+    assert!(top_in_use(&disk), "kill -9 leaves the in-use flag");
+
+    // The next server replaces the stale socket and repairs the disk.
+    let server = Server::start(&disk, &socket, &[]);
+    assert_qemu_io_ok(&server.uri(), &["read -P 0x7e 3M 1M", "read -P 0 4M 1M"]);
+    let (status, stderr) = server.stop(Signal::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(!top_in_use(&disk));
+    assert!(!socket.exists());
+}
