@@ -305,9 +305,9 @@ fn serve_after_kill_9_recovers() {
     let disk = new_disk(tmp.path());
     let socket = tmp.path().join("nbd.sock");
 
-    // qemu-io flushes before it exits, so the write is durable.
+    // The flush makes the write durable before the kill.
     let server = Server::start(&disk, &socket, &[]);
-    assert_qemu_io_ok(&server.uri(), &["write -P 0x7e 3M 1M"]);
+    assert_qemu_io_ok(&server.uri(), &["write -P 0x7e 3M 1M", "flush"]);
     let (status, _) = server.stop(Signal::SIGKILL);
     assert!(!status.success());
     assert!(socket.exists(), "kill -9 leaves the socket file");
