@@ -178,6 +178,7 @@ fn bad_network_input_changes_nothing() {
         (&["--ipdel", "198.18.0"], 71),
         (&["--netif_add", "eth0,,,,nobridge"], 130),
         (&["--netif_add", "eth0,zz:zz"], 21),
+        (&["--netif_add", "eth0,,lo"], 130),
         (&["--netif_del", "eth7"], 21),
         (&["--nameserver", "dns.example"], 72),
         (&["--searchdomain", "bad domain"], 73),

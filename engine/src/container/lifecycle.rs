@@ -135,7 +135,7 @@ fn stop_locked(container: &Container, fast: bool) -> Result<Outcome, ContainerEr
     let timeout = container.layout.stop_timeout(&container.config);
     let routed = net::routed_addresses(container);
     backend::stop(container.ctid, &container.state_dir(), timeout, fast)?;
-    net::teardown(container, &routed)?;
+    net::teardown(container, &routed);
     if container.is_mounted() {
         backend::umount(&container.paths.root, false)?;
     }

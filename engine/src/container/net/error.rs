@@ -34,6 +34,10 @@ pub enum NetError {
     )]
     BridgeNotFound { bridge: String },
 
+    /// A host link of another kind has the name a veth pair needs.
+    #[error("Host interface {name} exists and is not a veth pair: choose another host_ifname")]
+    HostLinkTaken { name: String },
+
     /// An `ip` command failed.
     #[error("{command} failed with status {status}: {stderr}")]
     Command {
@@ -70,7 +74,7 @@ impl NetError {
             NetError::BadNameserver { .. } => 72,
             NetError::BadSearchDomain { .. } => 73,
             NetError::BadNetif { .. } => 21,
-            NetError::BridgeNotFound { .. } => 130,
+            NetError::BridgeNotFound { .. } | NetError::HostLinkTaken { .. } => 130,
             NetError::Command { .. } | NetError::Spawn { .. } | NetError::Sysctl { .. } => 34,
         }
     }
@@ -83,7 +87,9 @@ impl HasKind for NetError {
             | NetError::BadNameserver { .. }
             | NetError::BadSearchDomain { .. }
             | NetError::BadNetif { .. } => ErrorKind::InvalidArgument,
-            NetError::AddressInUse { .. } => ErrorKind::AlreadyExists,
+            NetError::AddressInUse { .. } | NetError::HostLinkTaken { .. } => {
+                ErrorKind::AlreadyExists
+            }
             NetError::BridgeNotFound { .. } => ErrorKind::NotFound,
             NetError::Command { .. } | NetError::Spawn { .. } | NetError::Sysctl { .. } => {
                 ErrorKind::Io

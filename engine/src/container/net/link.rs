@@ -45,6 +45,28 @@ pub fn link_exists(sys: &dyn NetSys, name: &str) -> Result<bool, NetError> {
     Ok(sys.ip(Netns::Host, &["link", "show", "dev", name])?.status == 0)
 }
 
+/// Returns whether the host link `name` is one end of a veth pair.
+pub fn is_veth(sys: &dyn NetSys, name: &str) -> Result<bool, NetError> {
+    let output = sys.ip(Netns::Host, &["-d", "-o", "link", "show", "dev", name])?;
+    // The details name the link kind as a word of its own: `... veth addrgenmode ...`.
+    Ok(output.status == 0 && output.stdout.split_whitespace().any(|w| w == "veth"))
+}
+
+/// Deletes the host veth `name`, left from an earlier run or removed from
+/// the config. A missing link is not an error, and a link of another kind
+/// (a real NIC that a host_ifname happens to name) is never deleted.
+pub fn remove_veth(sys: &dyn NetSys, name: &str) -> Result<(), NetError> {
+    if !link_exists(sys, name)? {
+        return Ok(());
+    }
+    if !is_veth(sys, name)? {
+        return Err(NetError::HostLinkTaken {
+            name: name.to_string(),
+        });
+    }
+    remove_link(sys, name)
+}
+
 /// Deletes the host link `name` and so its veth peer; a missing link is
 /// not an error.
 pub fn remove_link(sys: &dyn NetSys, name: &str) -> Result<(), NetError> {
@@ -136,7 +158,7 @@ fn remove_venet(
             }
         }
     }
-    remove_link(sys, &venet_host_name(ctid))
+    remove_veth(sys, &venet_host_name(ctid))
 }
 
 /// Returns the addresses that host routes send through the container's
@@ -274,7 +296,7 @@ pub fn apply_netifs(
         require_bridge(sys, bridge)?;
     }
     for netif in old.iter().filter(|n| !new.contains(n)) {
-        remove_link(sys, &netif.host_ifname)?;
+        remove_veth(sys, &netif.host_ifname)?;
     }
     for netif in added {
         add_netif(sys, pid, netif)?;
@@ -283,7 +305,7 @@ pub fn apply_netifs(
 }
 
 fn add_netif(sys: &dyn NetSys, pid: i32, netif: &Netif) -> Result<(), NetError> {
-    remove_link(sys, &netif.host_ifname)?;
+    remove_veth(sys, &netif.host_ifname)?;
     let pid_text = pid.to_string();
     sys.ip_ok(
         Netns::Host,
@@ -331,7 +353,7 @@ pub fn teardown(
 ) -> Result<(), NetError> {
     let mut first_error = remove_venet(sys, ctid, neighbour_devs, proxied).err();
     for netif in netifs {
-        if let Err(err) = remove_link(sys, &netif.host_ifname) {
+        if let Err(err) = remove_veth(sys, &netif.host_ifname) {
             first_error.get_or_insert(err);
         }
     }
@@ -419,6 +441,8 @@ mod tests {
             sys.take(),
             [
                 "host: ip link show dev venet101",
+                "host: ip -d -o link show dev venet101",
+                "host: ip link show dev venet101",
                 "host: ip link del dev venet101",
             ]
         );
@@ -445,6 +469,18 @@ mod tests {
         );
         assert!(log.contains(&"host: ip link set dev veth7.0 master br0".to_string()));
         assert!(log.contains(&"9: ip link set dev eth0 up".to_string()));
+    }
+
+    #[test]
+    fn host_nic_is_never_deleted() {
+        let sys = RecordingNet::default();
+        sys.links.lock().unwrap().push(("eth0".into(), true));
+        let netif = parse_add("eth1,,eth0", 7, &[]).unwrap();
+        let err = apply_netifs(&sys, 9, &[], std::slice::from_ref(&netif)).unwrap_err();
+        assert_eq!(err.exit_code(), 130);
+        teardown(&sys, 7, &[], &[], &[netif]).unwrap_err();
+        let log = sys.take();
+        assert!(!log.iter().any(|l| l.contains("link del")), "{log:?}");
     }
 
     #[test]

@@ -166,6 +166,11 @@ pub fn update_config_with(
         if let Some(bridge) = &new.bridge {
             link::require_bridge(sys, bridge)?;
         }
+        if link::link_exists(sys, &new.host_ifname)? && !link::is_veth(sys, &new.host_ifname)? {
+            return Err(NetError::HostLinkTaken {
+                name: new.host_ifname.clone(),
+            });
+        }
     }
     files::validate_nameservers(&opts.nameserver)?;
     files::validate_search_domains(&opts.searchdomain)?;
@@ -324,22 +329,20 @@ pub fn routed_addresses(container: &Container) -> Vec<IpAddr> {
 
 /// Removes the container's pairs, and with them their routes, and the
 /// proxy neighbour entries of the saved addresses and of `routed` (from
-/// [`routed_addresses`] before the stop). Harmless when nothing is left.
-pub fn teardown(container: &Container, routed: &[IpAddr]) -> Result<(), ContainerError> {
+/// [`routed_addresses`] before the stop). The container has stopped by
+/// then and the kernel deletes its pairs with its namespace, so a failure
+/// here is logged and the stop goes on to unmount.
+pub fn teardown(container: &Container, routed: &[IpAddr]) {
     let net = NetConfig::of(&container.config, &container.layout.global);
     let mut proxied: Vec<IpAddr> = net.addresses.iter().map(|a| a.ip).collect();
-    proxied.extend(
-        routed
-            .iter()
-            .filter(|ip| !proxied.contains(ip))
-            .collect::<Vec<_>>(),
-    );
+    for ip in routed {
+        if !proxied.contains(ip) {
+            proxied.push(*ip);
+        }
+    }
     let ctid = container.ctid.get();
-    Ok(link::teardown(
-        &LinuxNet,
-        ctid,
-        &net.neighbour_devs,
-        &proxied,
-        &net.netifs,
-    )?)
+    let result = link::teardown(&LinuxNet, ctid, &net.neighbour_devs, &proxied, &net.netifs);
+    if let Err(err) = result {
+        tracing::error!(ctid, error = %err, "network cleanup after stop failed");
+    }
 }

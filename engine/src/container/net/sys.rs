@@ -142,6 +142,21 @@ impl NetSys for RecordingNet {
                     .collect(),
                 ..IpOutput::default()
             },
+            (Netns::Host, ["-d", "-o", "link", "show", "dev", name]) => {
+                match links.iter().find(|(n, _)| n == name) {
+                    Some((_, bridge)) => IpOutput {
+                        stdout: format!(
+                            "1: {name}: <> \\    {}\n",
+                            if *bridge { "bridge" } else { "veth" }
+                        ),
+                        ..IpOutput::default()
+                    },
+                    None => IpOutput {
+                        status: 1,
+                        ..IpOutput::default()
+                    },
+                }
+            }
             (Netns::Host, ["link", "show", "dev", name]) => {
                 let found = links.iter().any(|(n, _)| n == name);
                 IpOutput {
