@@ -125,7 +125,7 @@ fn missing_input_file_is_not_found() {
     assert!(stderr.contains("nope"), "{stderr}");
 }
 
-/// Every verb that opens the disk, for a disk with snapshot `s1`.
+/// Returns the argument lists of the verbs that open a disk.
 fn opening_verbs(home: &Home, disk: &str) -> Vec<Vec<String>> {
     let input = home.file("in", b"data");
     let raw = home.join("out.img");

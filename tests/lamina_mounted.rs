@@ -80,6 +80,24 @@ fn init_ext4_exports_clean_fs() {
 }
 
 #[test]
+fn init_xfs_exports_clean_fs() {
+    let home = Home::new();
+    let disk = home.join("d");
+    home.ok(&["init", &disk, "--size", "320M", "--fs", "xfs"]);
+    let raw = home.join("d.img");
+    home.ok(&["convert", &disk, &raw, "--to", "raw"]);
+    let output = Command::new("xfs_repair")
+        .args(["-n", "-f", &raw])
+        .output()
+        .expect("run xfs_repair");
+    assert!(
+        output.status.success(),
+        "xfs_repair -n {raw}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn mounted_disk_routes_through_server() {
     let home = Home::new();
     let disk = home.join("d");
