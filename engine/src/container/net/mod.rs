@@ -346,3 +346,6 @@ pub fn teardown(container: &Container, routed: &[IpAddr]) {
         tracing::error!(ctid, error = %err, "network cleanup after stop failed");
     }
 }
+
+#[cfg(test)]
+mod tests;
