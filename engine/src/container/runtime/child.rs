@@ -10,7 +10,11 @@ pub const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// Writes `message` to `fd`, ignoring errors: the reader treats a short
 /// message as a failure anyway.
 pub fn report(fd: RawFd, message: &str) {
-    let mut bytes = message.as_bytes();
+    write_bytes(fd, message.as_bytes());
+}
+
+/// Writes all of `bytes` to `fd`, ignoring errors.
+pub fn write_bytes(fd: RawFd, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the pointer and length come from a live slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };

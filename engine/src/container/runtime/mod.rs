@@ -299,14 +299,49 @@ fn wait_booted(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
 }
 
 fn wait_systemd(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
+    let deadline = std::time::Instant::now() + spec.boot_timeout;
+    let boot_failed = |state: String| RuntimeError::BootTimeout {
+        ctid: spec.ctid.clone(),
+        seconds: spec.boot_timeout.as_secs(),
+        state,
+        log: spec.state_dir.join(CONSOLE_LOG),
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let output = match is_system_running(state, left) {
+            Err(RuntimeError::ExecTimeout { .. }) => return Err(boot_failed("starting".into())),
+            other => other?,
+        };
+        match output.as_str() {
+            // is-system-running exits non-zero for "degraded", which still
+            // means that boot finished.
+            "running" | "degraded" => return Ok(()),
+            // "offline" until systemd has created /run/systemd/system, and
+            // no output while its private socket is missing: --wait only
+            // waits on a booted manager, so ask again.
+            "offline" | "" if !left.is_zero() && state.init_alive() => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => return Err(boot_failed(output)),
+        }
+    }
+}
+
+/// Runs `systemctl is-system-running --wait` inside and returns its output.
+fn is_system_running(state: &State, timeout: Duration) -> Result<String, RuntimeError> {
     let argv: Vec<String> = ["systemctl", "is-system-running", "--wait"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     let (reader, writer) = nix::unistd::pipe().map_err(RuntimeError::sys("pipe"))?;
+    let null = fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|err| RuntimeError::io("open", "/dev/null", err))?;
     let options = ExecOptions {
         stdout: Some(writer.as_fd()),
-        timeout: Some(spec.boot_timeout),
+        stderr: Some(null.as_fd()),
+        timeout: Some(timeout),
         ..ExecOptions::default()
     };
     let result = exec_state(state, &argv, &options);
@@ -314,20 +349,7 @@ fn wait_systemd(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
     drop(writer);
     let mut output = String::new();
     let _ = fs::File::from(reader).read_to_string(&mut output);
-    let boot_failed = |state: String| RuntimeError::BootTimeout {
-        ctid: spec.ctid.clone(),
-        seconds: spec.boot_timeout.as_secs(),
-        state,
-        log: spec.state_dir.join(CONSOLE_LOG),
-    };
-    match result {
-        Err(RuntimeError::ExecTimeout { .. }) => Err(boot_failed(output.trim().to_string())),
-        Err(err) => Err(err),
-        // is-system-running exits non-zero for "degraded", which still
-        // means that boot finished.
-        Ok(_) if matches!(output.trim(), "running" | "degraded") => Ok(()),
-        Ok(_) => Err(boot_failed(output.trim().to_string())),
-    }
+    result.map(|_| output.trim().to_string())
 }
 
 /// Returns which init runs as `pid`, from the name of its executable.

@@ -204,7 +204,7 @@ fn relay_console(init_pid: Pid) {
                             unsafe { libc::ftruncate(4, 0) };
                             written = 0;
                         }
-                        child::report(4, &String::from_utf8_lossy(&buf[..n]));
+                        child::write_bytes(4, &buf[..n]);
                     }
                     // EIO: no process has the slave open at the moment.
                     _ => console_open = false,
@@ -216,6 +216,24 @@ fn relay_console(init_pid: Pid) {
         }
         match waitpid(init_pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
+            _ => break,
+        }
+    }
+    // Init's last words (the shutdown messages) may still be buffered.
+    loop {
+        let mut fds = [libc::pollfd {
+            fd: 3,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: fds is a valid array of one pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } <= 0 {
+            return;
+        }
+        // SAFETY: buf is a live buffer of the given length.
+        let n = unsafe { libc::read(3, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => child::write_bytes(4, &buf[..n]),
             _ => return,
         }
     }
