@@ -155,6 +155,25 @@ fn mounted_disk_routes_through_server() {
         ],
         code::BUSY,
     );
+    home.fails(
+        &["read", &disk, "--offset", "0", "--length", "4K"],
+        code::BUSY,
+    );
+    let snapshot_read = home.lamina(&[
+        "read",
+        &disk,
+        "--offset",
+        "0",
+        "--length",
+        "4K",
+        "--snapshot",
+        "online",
+    ]);
+    assert!(snapshot_read.status.success());
+    assert_eq!(snapshot_read.stdout.len(), 4096);
+
+    let compact = home.ok(&["compact", &disk]);
+    assert!(compact.starts_with("freed: "), "{compact}");
 
     drop(mounted);
     home.ok(&["snapshot-switch", &disk, "online"]);
