@@ -354,31 +354,34 @@ fn chain_of_size(size: u64) -> (MemStorage, Arc<dyn Storage>, std::path::PathBuf
 
 #[test]
 fn every_corrupt_header_or_bat_byte_is_caught() {
-    let (base, _, top) = small_chain();
-    let original = base.read_file(&top).unwrap();
-    // The 128-byte header record and the first BAT page at 4096.
-    let offsets = (0..128u64).chain(4096..8192);
+    let (base, s, top) = small_chain();
+    let disk = Disk::open_with(s, dir(), Access::ReadOnly).unwrap();
+    let lower = dir().join(&disk.info().deltas[0].file);
+    drop(disk);
     let mut checked = 0;
-    for offset in offsets {
-        let mem = base.fork();
-        let s = mem.shared();
-        let byte = original[usize::try_from(offset).unwrap()];
-        mem.corrupt(&top, offset, &[byte ^ 0x5a]).unwrap();
+    for path in [&top, &lower] {
+        let original = base.read_file(path).unwrap();
+        // The 128-byte header record and the first BAT page at 4096.
+        for offset in (0..128u64).chain(4096..8192) {
+            let mem = base.fork();
+            let s = mem.shared();
+            let byte = original[usize::try_from(offset).unwrap()];
+            mem.corrupt(path, offset, &[byte ^ 0x5a]).unwrap();
+            let at = format!("{} byte {offset}", path.display());
 
-        let err = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "byte {offset}: {err}");
-        let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
-        assert_eq!(report.result, CheckResult::Unrepairable, "byte {offset}");
-        assert!(
-            report
+            let err = Disk::open_with(s.clone(), dir(), Access::ReadOnly).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{at}: {err}");
+            let report = check::check_with(s.clone(), dir(), CheckMode::Report).unwrap();
+            assert_eq!(report.result, CheckResult::Unrepairable, "{at}");
+            let errors = report
                 .findings
                 .iter()
-                .any(|f| f.severity == Severity::Error),
-            "byte {offset}: {report:#?}"
-        );
-        checked += 1;
+                .filter(|f| f.severity == Severity::Error);
+            assert!(errors.count() > 0, "{at}: {report:#?}");
+            checked += 1;
+        }
     }
-    assert_eq!(checked, 128 + 4096);
+    assert_eq!(checked, 2 * (128 + 4096));
 }
 
 #[test]

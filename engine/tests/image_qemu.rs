@@ -53,6 +53,13 @@ fn run_ok(program: &str, args: &[&Path]) {
 
 /// Compares two raw files with `qemu-img compare` and with `cmp`.
 fn assert_same(a: &Path, b: &Path) {
+    qemu_compare(a, b);
+    run_ok("cmp", &[a, b]);
+}
+
+/// Compares two raw files with `qemu-img compare` only, which skips holes,
+/// where `cmp` would read all of a large sparse file.
+fn qemu_compare(a: &Path, b: &Path) {
     let raw = Path::new("raw");
     let args = [
         Path::new("compare"),
@@ -64,7 +71,6 @@ fn assert_same(a: &Path, b: &Path) {
         b,
     ];
     run_ok("qemu-img", &args);
-    run_ok("cmp", &[a, b]);
 }
 
 /// Writes the same bytes through the disk and into the raw file.
@@ -162,5 +168,5 @@ fn disk_over_4_gib_round_trips() {
     convert::import_raw(&exported, &back, MIB).unwrap();
     let again = tmp.path().join("again.raw");
     convert::export_raw(&back, None, &again).unwrap();
-    assert_same(&expected, &again);
+    qemu_compare(&expected, &again);
 }
