@@ -540,3 +540,13 @@ fn check_drops_entries_past_eof() {
     assert_eq!(content[usize::try_from(5 * CLUSTER).unwrap()], 0);
     assert_eq!(content[usize::try_from(CLUSTER).unwrap()], 2);
 }
+
+#[test]
+fn delete_over_corrupt_chain_is_rejected() {
+    let (mem, s, top) = small_chain();
+    set_header(&mem, &top, |h| h.parent = Some(uuid::Uuid::new_v4()));
+    let err = ops::snapshot_delete_with(s.clone(), dir(), "s1").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let err = ops::snapshot_merge_with(s.clone(), dir(), MergeScope::All).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}

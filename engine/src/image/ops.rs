@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use lamina_format::{BatEntry, Descriptor, Geometry, Header, Node};
+use lamina_format::{BatEntry, Descriptor, FormatError, Geometry, Header, Node};
 use uuid::Uuid;
 
 use super::delta::{BatTable, DeltaFile, PastEof};
@@ -373,21 +373,34 @@ impl Offline {
         Ok(chain.iter().rev().skip(1).map(|n| n.uuid).collect())
     }
 
-    /// Opens a node's delta read-only and checks that its header names it.
+    /// Opens a node's delta read-only and checks that its header names the
+    /// node and its parent, so that no operation rewrites a corrupt chain.
     fn open_delta(&self, node: &Node) -> Result<DeltaFile, ImageError> {
         let path = self.dir.join(&node.file);
         let delta = DeltaFile::open(self.storage(), &path, OpenMode::Read)?;
-        if delta.header.uuid != node.uuid {
-            return Err(ImageError::Chain {
+        let header = delta.header;
+        let mismatch = if header.uuid != node.uuid {
+            Some(FormatError::UuidMismatch {
+                expected: node.uuid,
+                found: header.uuid,
+            })
+        } else if header.parent != node.parent {
+            Some(FormatError::ParentMismatch {
+                uuid: node.uuid,
+                expected: node.parent,
+                found: header.parent,
+            })
+        } else {
+            None
+        };
+        match mismatch {
+            Some(source) => Err(ImageError::Chain {
                 uuid: node.uuid,
                 path,
-                source: lamina_format::FormatError::UuidMismatch {
-                    expected: node.uuid,
-                    found: delta.header.uuid,
-                },
-            });
+                source,
+            }),
+            None => Ok(delta),
         }
-        Ok(delta)
     }
 
     fn load(&self, node: &Node) -> Result<Source, ImageError> {
