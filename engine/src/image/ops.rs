@@ -427,9 +427,9 @@ impl Offline {
     /// its nearest kept ancestor. Commits the new descriptor and updates
     /// `self.descriptor`.
     fn remove_nodes(&mut self, uuids: &[Uuid]) -> Result<(), ImageError> {
-        let gone: HashSet<Uuid> = uuids.iter().copied().collect();
+        let to_remove: HashSet<Uuid> = uuids.iter().copied().collect();
         let mut sources = HashMap::new();
-        for uuid in &gone {
+        for uuid in &to_remove {
             let node = self.find(&uuid.to_string())?;
             sources.insert(*uuid, self.load(&node)?);
         }
@@ -437,7 +437,9 @@ impl Offline {
             .descriptor
             .deltas
             .iter()
-            .filter(|n| !gone.contains(&n.uuid) && n.parent.is_some_and(|p| gone.contains(&p)))
+            .filter(|n| {
+                !to_remove.contains(&n.uuid) && n.parent.is_some_and(|p| to_remove.contains(&p))
+            })
             .cloned()
             .collect();
 
@@ -445,12 +447,12 @@ impl Offline {
         let mut removed: Vec<String> = descriptor
             .deltas
             .iter()
-            .filter(|n| gone.contains(&n.uuid))
+            .filter(|n| to_remove.contains(&n.uuid))
             .map(|n| n.file.clone())
             .collect();
         for child in &orphaned {
             let own = self.load(child)?;
-            let (ancestors, parent) = self.removed_ancestors(child, &gone)?;
+            let (ancestors, parent) = self.removed_ancestors(child, &to_remove)?;
             let mut layers = vec![&own];
             layers.extend(ancestors.iter().filter_map(|a| sources.get(a)));
             let file = write_merged(self, child.uuid, parent, &layers)?;
@@ -463,7 +465,7 @@ impl Offline {
             }
             removed.push(child.file.clone());
         }
-        descriptor.deltas.retain(|n| !gone.contains(&n.uuid));
+        descriptor.deltas.retain(|n| !to_remove.contains(&n.uuid));
         if !orphaned.is_empty() {
             store::sync_dir(self.storage(), &self.dir)?;
         }
@@ -475,11 +477,11 @@ impl Offline {
     fn removed_ancestors(
         &self,
         node: &Node,
-        gone: &HashSet<Uuid>,
+        to_remove: &HashSet<Uuid>,
     ) -> Result<(Vec<Uuid>, Option<Uuid>), ImageError> {
         let mut ancestors = Vec::new();
         let mut next = node.parent;
-        while let Some(uuid) = next.filter(|u| gone.contains(u)) {
+        while let Some(uuid) = next.filter(|u| to_remove.contains(u)) {
             if ancestors.len() > self.descriptor.deltas.len() {
                 return Err(ImageError::Descriptor {
                     path: store::descriptor_path(&self.dir),
