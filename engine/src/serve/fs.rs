@@ -117,6 +117,9 @@ pub fn mkfs(device: &Path, fs: FsType, inodes: Option<u64>) -> Result<(), ServeE
 
 /// Mounts `device` at `target`. Snapshot mounts of XFS need `nouuid`
 /// because the snapshot's filesystem UUID equals that of the live disk.
+/// Read-only ext4 mounts use `noload`: a snapshot frozen while mounted can
+/// still carry the needs-recovery flag, and ext4 rejects a journal replay
+/// on a read-only device with EROFS (ext4(5), "noload").
 pub fn mount(
     device: &Path,
     target: &Path,
@@ -128,8 +131,13 @@ pub fn mount(
     let mut data: Vec<&str> = options.into_iter().filter(|o| !o.is_empty()).collect();
     if read_only {
         flags |= MsFlags::MS_RDONLY;
-        if fs == FsType::Xfs {
-            data.push("nouuid");
+        match fs {
+            FsType::Xfs => data.push("nouuid"),
+            FsType::Ext4 => {
+                if !data.contains(&"noload") {
+                    data.push("noload");
+                }
+            }
         }
     }
     let data = data.join(",");
