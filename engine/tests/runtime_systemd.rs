@@ -34,7 +34,7 @@ impl Drop for Root {
     }
 }
 
-fn build_root() -> Root {
+fn build_root(name: &str) -> Root {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     for sub in [
@@ -58,7 +58,7 @@ fn build_root() -> Root {
         .unwrap();
     assert!(copied.success(), "cp -a /etc failed");
     fs::write(root.join("etc/hostname"), "sd-test\n").unwrap();
-    let ctid = format!("rt-systemd-{}", std::process::id());
+    let ctid = format!("rt-systemd-{}-{name}", std::process::id());
     let guard = Root { dir, ctid };
 
     let usr = root.join("usr");
@@ -81,7 +81,7 @@ fn systemd_boots_and_stops_on_its_signal() {
         eprintln!("skipped: /lib/systemd/systemd is not installed");
         return;
     }
-    let root = build_root();
+    let root = build_root("one");
     let mut spec = runtime::StartSpec::new(&root.ctid, &root.root(), &root.state_dir());
     spec.init = vec!["/lib/systemd/systemd".to_string()];
     spec.hostname = Some("sd-test".to_string());
@@ -112,4 +112,54 @@ fn systemd_boots_and_stops_on_its_signal() {
     // A halt, not the kill after the timeout: systemd-shutdown prints its
     // last step on the console, which the monitor drains before it exits.
     assert!(console.contains("Halting system."), "console:\n{console}");
+}
+
+/// Starts `count` systemd containers at once, each with --wait.
+fn boot_many(count: usize) -> Vec<Root> {
+    let roots: Vec<Root> = (0..count).map(|i| build_root(&i.to_string())).collect();
+    std::thread::scope(|scope| {
+        let starts: Vec<_> = roots
+            .iter()
+            .map(|root| {
+                scope.spawn(move || {
+                    let mut spec =
+                        runtime::StartSpec::new(&root.ctid, &root.root(), &root.state_dir());
+                    spec.init = vec!["/lib/systemd/systemd".to_string()];
+                    spec.wait = true;
+                    spec.boot_timeout = Duration::from_secs(240);
+                    runtime::start(&spec).map(drop)
+                })
+            })
+            .collect();
+        for (start, root) in starts.into_iter().zip(&roots) {
+            let result = start.join().unwrap();
+            assert!(result.is_ok(), "{}: {}", root.ctid, result.unwrap_err());
+        }
+    });
+    roots
+}
+
+#[test]
+fn thirty_systemd_containers_boot_at_once() {
+    if !Path::new("/lib/systemd/systemd").exists() {
+        eprintln!("skipped: /lib/systemd/systemd is not installed");
+        return;
+    }
+    // Each systemd holds several inotify instances, and all containers
+    // share root's per-user limit: start raises it as containers are added.
+    let roots = boot_many(30);
+    let instances = fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap();
+    let instances: u64 = instances.trim().parse().unwrap();
+    // Concurrent starts may count each other late, so only the raise
+    // itself is certain; every boot reaching its target is the real check.
+    assert!(instances > 128, "max_user_instances {instances}");
+    for root in &roots {
+        runtime::stop(
+            &root.ctid,
+            &root.state_dir(),
+            Duration::from_secs(60),
+            false,
+        )
+        .unwrap();
+    }
 }
