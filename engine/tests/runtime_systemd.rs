@@ -1,6 +1,6 @@
-//! Root test of a systemd container: the host's own systemd (Debian 12)
+//! Root tests of systemd containers. The host's own systemd (Debian 12)
 //! boots in a root made of a read-only bind of the host's /usr and a copy
-//! of its /etc, reaches `running` or `degraded`, and stops on its
+//! of its /etc. It must reach `running` or `degraded` and stop on its
 //! shutdown signal.
 
 use std::fs;
@@ -145,8 +145,8 @@ fn thirty_systemd_containers_boot_at_once() {
         eprintln!("skipped: /lib/systemd/systemd is not installed");
         return;
     }
-    // Each systemd holds several inotify instances, and all containers
-    // share root's per-user limit: start raises it as containers are added.
+    // Each systemd uses several inotify instances, and all containers
+    // share root's per-user limit, so start raises it as containers are added.
     let roots = boot_many(30);
     let instances = fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap();
     let instances: u64 = instances.trim().parse().unwrap();

@@ -368,9 +368,10 @@ pub fn init_kind(pid: i32) -> InitKind {
     }
 }
 
-/// Stops the container: sends init its shutdown signal, waits up to `timeout`,
-/// then kills every process in the cgroup and removes it. `fast` skips the
-/// request. A stopped container gives [`RuntimeError::NotRunning`].
+/// Stops the container. Sends init its shutdown signal and waits up to
+/// `timeout`, then kills every process in the cgroup and removes it.
+/// `fast` skips the signal. A stopped container gives
+/// [`RuntimeError::NotRunning`].
 pub fn stop(
     ctid: &str,
     state_dir: &Path,
@@ -494,7 +495,7 @@ pub fn enter(
     enter_on(ctid, state_dir, command, stdin.as_fd(), stdout.as_fd())
 }
 
-/// [`enter`] with explicit terminal fds: `input` is put in raw mode when
+/// Runs [`enter`] on explicit terminal fds: `input` is put in raw mode when
 /// it is a terminal, and its window size is passed on.
 pub fn enter_on(
     ctid: &str,
