@@ -76,9 +76,12 @@ fn routed_addresses_answer_ping() {
 
     let listed = home.ok(&["list", "-H", "-o", "ip"]);
     assert_eq!(listed.trim(), "198.18.0.2 198.18.0.3 fd00::2");
+    let table = home.ok(&["list"]);
+    assert!(table.contains("IP_ADDR"), "{table}");
+    assert!(table.contains("198.18.0.2"), "{table}");
 
     // A live --ipdel takes one address away and leaves the others.
-    home.ok(&["set", "111", "--ipdel", "198.18.0.2"]);
+    home.ok(&["set", "111", "--ipdel", "198.18.0.2", "--save"]);
     assert!(!home.net.ping("198.18.0.2"), "198.18.0.2 still answers");
     assert!(home.net.ping("198.18.0.3"), "198.18.0.3 stopped answering");
     let routes = home.net.routes();
@@ -90,6 +93,15 @@ fn routed_addresses_answer_ping() {
     // A live --ipadd without --save.
     home.ok(&["set", "111", "--ipadd", "198.18.0.4"]);
     assert!(home.net.ping("198.18.0.4"), "no reply from 198.18.0.4");
+
+    // A live --hostname rewrites the hosts line with the first address.
+    home.ok(&["set", "111", "--hostname", "web.example.test"]);
+    let hosts = home.ok(&["exec", "111", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains("198.18.0.3\tweb.example.test web\t# lamctl hostname"),
+        "{hosts}"
+    );
+    assert!(!hosts.contains("ct101"), "{hosts}");
 
     home.ok(&["stop", "111"]);
     assert_eq!(home.net.links(), ["lo"]);
