@@ -550,3 +550,24 @@ fn delete_over_corrupt_chain_is_rejected() {
     let err = ops::snapshot_merge_with(s.clone(), dir(), MergeScope::All).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
+
+#[test]
+fn merge_all_of_deep_chain() {
+    let (_mem, s) = new_disk(4 * MIB);
+    let disk = open(&s);
+    for i in 0..100u64 {
+        let byte = u8::try_from(i % 250).unwrap() + 1;
+        disk.write_at(&[byte; 100], (i % 64) * CLUSTER + i).unwrap();
+        disk.snapshot(Some(&format!("s{i}")), None).unwrap();
+    }
+    disk.close().unwrap();
+    let before = current(&s);
+    let s50 = snapshot_content(&s, "s50");
+
+    ops::snapshot_delete_with(s.clone(), dir(), "s49").unwrap();
+    assert_eq!(snapshot_content(&s, "s50"), s50);
+    ops::snapshot_merge_with(s.clone(), dir(), MergeScope::All).unwrap();
+    assert_eq!(current(&s), before);
+    assert_eq!(depth(&s), 1);
+    assert_clean(&s);
+}
