@@ -138,7 +138,7 @@ pub fn update_config(
     update_config_with(&LinuxNet, layout, ctid, config, opts)
 }
 
-/// [`update_config`] with the bridge lookup going through `sys`.
+/// [`update_config`] with the host link lookups going through `sys`.
 pub fn update_config_with(
     sys: &dyn NetSys,
     layout: &Layout,
