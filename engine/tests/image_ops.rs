@@ -571,3 +571,97 @@ fn merge_all_of_deep_chain() {
     assert_eq!(depth(&s), 1);
     assert_clean(&s);
 }
+
+#[test]
+fn delete_and_merge_keep_open_disk_serving() {
+    let (mem, s) = new_disk(MIB);
+    let disk = Arc::new(open(&s));
+    disk.write_at(&fill(1, 4 * CLUSTER), 0).unwrap();
+    disk.snapshot(Some("s1"), None).unwrap();
+    disk.write_at(&fill(2, 100), CLUSTER + 10).unwrap();
+    let s2 = disk.snapshot(Some("s2"), None).unwrap();
+    disk.write_at(&fill(3, 100), 2 * CLUSTER + 10).unwrap();
+    let s2_before = snapshot_content(&s, "s2");
+
+    // A writer rewrites clusters 8 to 11 until s1 is gone.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (disk, stop) = (Arc::clone(&disk), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut last = 0u8;
+            for round in 0u64.. {
+                if round >= 10 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                last = u8::try_from(round % 250).unwrap() + 1;
+                disk.write_at(&fill(last, 4 * CLUSTER), 8 * CLUSTER)
+                    .unwrap();
+            }
+            last
+        })
+    };
+    let change = disk.snapshot_delete("s1").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.join().unwrap();
+    assert_eq!(change.removed.len(), 1);
+    assert_eq!(
+        change.rewritten,
+        vec![s2],
+        "only the snapshot child is rewritten"
+    );
+    let mut expected = fill(0, MIB);
+    expected[..usize::try_from(4 * CLUSTER).unwrap()].fill(1);
+    expected[usize::try_from(CLUSTER + 10).unwrap()..][..100].fill(2);
+    expected[usize::try_from(2 * CLUSTER + 10).unwrap()..][..100].fill(3);
+    expected[usize::try_from(8 * CLUSTER).unwrap()..][..usize::try_from(4 * CLUSTER).unwrap()]
+        .fill(last);
+    assert!(read_all(&disk) == expected, "content differs after delete");
+    assert_eq!(disk.info().chain_depth, 2);
+    assert_eq!(snapshot_content(&s, "s2"), s2_before);
+
+    let top = disk.info().top.to_string();
+    let err = disk.snapshot_delete(&top).unwrap_err();
+    assert!(matches!(err, OpsError::CurrentTop { .. }), "{err}");
+    let err = disk.snapshot_delete("nope").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // A partial write over a cluster of the rewritten s2 copies it up.
+    disk.write_at(&fill(4, 10), CLUSTER + 20).unwrap();
+    expected[usize::try_from(CLUSTER + 20).unwrap()..][..10].fill(4);
+    let change = disk.snapshot_merge(MergeScope::Parent).unwrap();
+    assert_eq!(
+        change.rewritten,
+        vec![disk.info().top],
+        "the top is rewritten"
+    );
+    assert_eq!(disk.info().chain_depth, 1);
+    disk.write_at(&fill(5, 10), 3 * CLUSTER + 1).unwrap();
+    expected[usize::try_from(3 * CLUSTER + 1).unwrap()..][..10].fill(5);
+    assert!(read_all(&disk) == expected, "content differs after merge");
+
+    disk.snapshot(Some("s3"), None).unwrap();
+    disk.write_at(&fill(6, CLUSTER), 5 * CLUSTER).unwrap();
+    disk.snapshot(Some("s4"), None).unwrap();
+    disk.discard(0, CLUSTER).unwrap();
+    expected[usize::try_from(5 * CLUSTER).unwrap()..][..usize::try_from(CLUSTER).unwrap()].fill(6);
+    expected[..usize::try_from(CLUSTER).unwrap()].fill(0);
+    let change = disk.snapshot_merge(MergeScope::All).unwrap();
+    assert_eq!(change.removed.len(), 2);
+    assert_eq!(disk.info().chain_depth, 1);
+    disk.flush().unwrap();
+    assert!(
+        read_all(&disk) == expected,
+        "content differs after merge --all"
+    );
+
+    Arc::try_unwrap(disk).unwrap().close().unwrap();
+    assert!(current(&s) == expected, "content differs after reopen");
+    assert_eq!(
+        mem.list(dir())
+            .iter()
+            .filter(|f| f.ends_with(".delta"))
+            .count(),
+        1
+    );
+    assert_clean(&s);
+}

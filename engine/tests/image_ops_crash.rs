@@ -355,3 +355,42 @@ fn crash_during_check_repair() {
     });
     assert!(cuts > 3, "only {cuts} cut points");
 }
+
+#[test]
+fn crash_during_online_delete_then_write() {
+    // The disk stays open: s2, the top's parent, goes away, so the top is
+    // rewritten and reopened, and the write after it must land in the new
+    // top. Cluster 12 is absent everywhere, so the write is all or nothing.
+    let base = tree();
+    let before = observe(&base, "before");
+    let deleted = base.fork();
+    ops::snapshot_delete_with(deleted.shared(), dir(), "s2").unwrap();
+    let after_delete = observe(&deleted, "after delete");
+    let op = |s: &MemStorage| -> bool {
+        let Ok(disk) = Disk::open_with(s.shared(), dir(), Access::ReadWrite) else {
+            return false;
+        };
+        let ok = disk.snapshot_delete("s2").is_ok()
+            && disk.write_at(&fill(9, CLUSTER), 12 * CLUSTER).is_ok()
+            && disk.flush().is_ok();
+        ok && disk.close().is_ok()
+    };
+    let done = base.fork();
+    assert!(op(&done), "the operation succeeds without faults");
+    let after = observe(&done, "after");
+    assert_ne!(after, after_delete, "the write changes what a reader sees");
+
+    let cuts = base.at_every_cut(&WRITEBACK, op, |crashed, ok, point| {
+        let point = point.to_string();
+        check_and_repair(crashed, &point);
+        let seen = observe(crashed, &point);
+        assert!(
+            seen == before || seen == after_delete || seen == after,
+            "{point}: neither before, after the delete nor after the write"
+        );
+        if *ok {
+            assert_eq!(seen, after, "{point}: the operation returned success");
+        }
+    });
+    assert!(cuts > 3, "only {cuts} cut points");
+}

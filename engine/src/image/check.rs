@@ -351,7 +351,7 @@ impl Run<'_> {
     }
 
     fn check_orphans(&mut self, descriptor: &Descriptor) -> Result<(), ImageError> {
-        let orphans = super::ops::orphan_files(self.storage, self.dir, descriptor)?;
+        let orphans = super::tree::orphan_files(self.storage, self.dir, descriptor)?;
         for name in &orphans {
             let mut finding = Finding::new(
                 Severity::Warning,

@@ -40,8 +40,9 @@ pub struct ScanReport {
     pub pages_read: u64,
 }
 
-/// An open delta file with its decoded header.
-#[derive(Debug)]
+/// An open delta file with its decoded header. A clone shares the open
+/// file.
+#[derive(Debug, Clone)]
 pub struct DeltaFile {
     path: PathBuf,
     file: Arc<dyn StorageFile>,

@@ -10,7 +10,7 @@ use lamina_format::{DEFAULT_CLUSTER_SIZE, Descriptor, FormatError, Geometry, Hea
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::delta::{DeltaFile, PastEof};
+use super::delta::{DeltaFile, PastEof, ScanReport};
 use super::error::ImageError;
 use super::io::{LockGuard, LockMode, OpenMode, RealStorage, Storage};
 use super::map::{ClusterMap, Mapping};
@@ -101,7 +101,8 @@ pub struct SnapshotInfo {
 ///
 /// Every I/O method takes `&self`; share the disk as `Arc<Disk>`. Reads
 /// and writes of allocated clusters take no exclusive lock. Snapshot,
-/// grow and compact make concurrent I/O wait until they finish.
+/// grow and compact make concurrent I/O wait until they finish; snapshot
+/// delete and merge make it wait while they switch to the new chain.
 #[derive(Debug)]
 pub struct Disk {
     pub(super) storage: Arc<dyn Storage>,
@@ -112,7 +113,8 @@ pub struct Disk {
     closed: AtomicBool,
 }
 
-/// Everything snapshot and grow replace. I/O takes it shared.
+/// Everything snapshot, grow, delete and merge replace. I/O takes it
+/// shared.
 #[derive(Debug)]
 pub(super) struct State {
     pub descriptor: Descriptor,
@@ -599,7 +601,13 @@ fn open_chain(
     Ok(chain)
 }
 
-fn check_link(node: &Node, header: &Header, below: Option<&Header>) -> Result<(), FormatError> {
+/// Checks that a delta's header names its node and the delta below it,
+/// and that its geometry fits on that delta's.
+pub(super) fn check_link(
+    node: &Node,
+    header: &Header,
+    below: Option<&Header>,
+) -> Result<(), FormatError> {
     if header.uuid != node.uuid {
         return Err(FormatError::UuidMismatch {
             expected: node.uuid,
@@ -669,17 +677,7 @@ fn build_map(
         } else {
             PastEof::Reject
         };
-        let report = layer.delta.scan(policy, |cluster, entry| {
-            let shadows = map.get(cluster).is_some();
-            map.set(
-                cluster,
-                Some(Mapping {
-                    level,
-                    entry,
-                    shadows,
-                }),
-            );
-        })?;
+        let report = scan_into_map(&map, level, &layer.delta, policy)?;
         layer.allocated.store(report.allocated, Ordering::Relaxed);
         if in_use {
             let mode = match (writable, is_top) {
@@ -691,6 +689,26 @@ fn build_map(
         }
     }
     Ok((map, chain))
+}
+
+/// Scans a delta's BAT into `map` at `level`, over the levels below it.
+pub(super) fn scan_into_map(
+    map: &ClusterMap,
+    level: u8,
+    delta: &DeltaFile,
+    policy: PastEof,
+) -> Result<ScanReport, ImageError> {
+    delta.scan(policy, |cluster, entry| {
+        let shadows = map.get(cluster).is_some();
+        map.set(
+            cluster,
+            Some(Mapping {
+                level,
+                entry,
+                shadows,
+            }),
+        );
+    })
 }
 
 /// Marks the top in use and aligns the descriptor's size with it.

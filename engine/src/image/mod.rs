@@ -17,9 +17,11 @@ pub mod map;
 pub mod memfs;
 mod online;
 pub mod ops;
+mod remove;
 mod repair;
 mod rw;
 pub mod store;
+mod tree;
 
 pub use disk::{Access, CreateOptions, DeltaInfo, Disk, DiskInfo, SnapshotInfo, resolve_snapshot};
 pub use error::ImageError;
