@@ -167,6 +167,19 @@ const FIFREEZE: libc::c_ulong = 0xC004_5877;
 const FITHAW: libc::c_ulong = 0xC004_5878;
 const FITRIM: libc::c_ulong = 0xC018_5879;
 
+/// Writes the dirty data and metadata of the filesystem mounted at
+/// `target` to its device (syncfs(2)), without blocking writers.
+pub fn sync(target: &Path) -> Result<(), ServeError> {
+    let dir = File::open(target).map_err(|e| ServeError::io("open", target, e))?;
+    // SAFETY: syncfs takes a descriptor, which `dir` keeps open.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ServeError::io("sync", target, e));
+    }
+    Ok(())
+}
+
 /// A frozen filesystem; dropping it thaws the filesystem.
 pub struct Frozen {
     dir: File,

@@ -471,6 +471,11 @@ impl Server {
     /// dirty data and journal through the loop device and blocks new
     /// writes. The flush makes them durable, the snapshot switches to a new
     /// top, and the thaw lets writes continue on it.
+    ///
+    /// Writes are paused from the freeze to the thaw only. To keep that
+    /// short, the filesystem and the disk are synced once before the
+    /// freeze while writes still go on, so that the syncs inside the
+    /// freeze have only what arrived since.
     fn snapshot(
         &self,
         state: &State,
@@ -479,18 +484,39 @@ impl Server {
     ) -> Result<ControlResponse, ServeError> {
         let disk = self.disk()?;
         let start = Instant::now();
+        if state.fs_mounted {
+            fs::sync(&self.info.target)?;
+        }
+        disk.flush().map_err(|e| ServeError::image("flush", e))?;
+        let presync_ms = ms_since(start);
+
+        let paused = Instant::now();
         let frozen = if state.fs_mounted {
             Some(fs::freeze(&self.info.target)?)
         } else {
             None
         };
+        let freeze_ms = ms_since(paused);
+        let flushed = Instant::now();
         disk.flush().map_err(|e| ServeError::image("flush", e))?;
+        let flush_ms = ms_since(flushed);
+        let switched = Instant::now();
         let uuid = disk
             .snapshot(name, description)
             .map_err(|e| ServeError::image("snapshot", e))?;
+        let switch_ms = ms_since(switched);
         drop(frozen);
-        let pause_ms = start.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(%uuid, ?name, pause_ms, "snapshot created");
+        let pause_ms = ms_since(paused);
+        tracing::info!(
+            %uuid,
+            ?name,
+            pause_ms,
+            presync_ms,
+            freeze_ms,
+            flush_ms,
+            switch_ms,
+            "snapshot created"
+        );
         Ok(ControlResponse::Snapshot { uuid, pause_ms })
     }
 
@@ -664,6 +690,10 @@ fn write_reply(stream: &mut UnixStream, result: &Result<ControlResponse, ServeEr
         line.push(b'\n');
         let _ = stream.write_all(&line);
     }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
