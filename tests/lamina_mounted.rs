@@ -1,6 +1,7 @@
 //! `lamina` image verbs with a filesystem: `init --fs ext4` and verbs on a
 //! mounted disk, which go through the server's control socket or are
-//! rejected with the busy code. Needs root (loop devices, FUSE, mount).
+//! rejected with the busy code. `tests/mount_online_ops.rs` covers delete
+//! and merge on a mounted disk. Needs root (loop devices, FUSE, mount).
 
 mod lamina_common;
 
@@ -136,14 +137,16 @@ fn mounted_disk_routes_through_server() {
 
     for verb in [
         vec!["snapshot-switch", &disk, "online"],
-        vec!["snapshot-delete", &disk, "online"],
-        vec!["snapshot-merge", &disk],
         vec!["resize", &disk, "--size", "64M"],
         vec!["check", &disk],
     ] {
         let stderr = home.fails(&verb, code::BUSY);
         assert!(stderr.contains("lamina umount"), "{verb:?}: {stderr}");
     }
+    // Delete and merge go to the server, which rejects the running top.
+    let top = info["disk"]["top"].as_str().expect("top").to_string();
+    let stderr = home.fails(&["snapshot-delete", &disk, &top], code::BUSY);
+    assert!(stderr.contains("running top"), "{stderr}");
     home.fails(
         &[
             "write",

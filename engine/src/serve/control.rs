@@ -42,6 +42,18 @@ pub enum ControlRequest {
     SnapshotList,
     /// Trim the filesystem and give freed clusters back to the host.
     Compact,
+    /// Delete a snapshot, named by UUID or name. I/O waits while the
+    /// chain is switched; the running top cannot be deleted.
+    SnapshotDelete {
+        /// The snapshot's UUID or name.
+        snapshot: String,
+    },
+    /// Merge the top into its parent, or with `all` every delta below it.
+    /// The top keeps serving as the writable delta.
+    SnapshotMerge {
+        /// Merge every delta down to the base.
+        all: bool,
+    },
     /// Unmount and exit; fails with the busy kind while the target is in use.
     Shutdown,
     /// Unmount lazily when busy and exit once the kernel lets go.
@@ -84,6 +96,13 @@ pub enum ControlResponse {
     Compacted {
         /// Bytes given back to the host.
         bytes: u64,
+    },
+    /// A delete or merge removed deltas from the snapshot tree.
+    TreeChanged {
+        /// UUIDs of the removed deltas.
+        removed: Vec<Uuid>,
+        /// How long I/O waited, in milliseconds.
+        pause_ms: f64,
     },
 }
 
@@ -211,5 +230,15 @@ mod tests {
         assert_eq!(json, r#"{"op":"grow","size":4096}"#);
         let parsed: ControlRequest = serde_json::from_str(r#"{"op":"snapshot-list"}"#).unwrap();
         assert_eq!(parsed, ControlRequest::SnapshotList);
+        let parsed: ControlRequest =
+            serde_json::from_str(r#"{"op":"snapshot-delete","snapshot":"a"}"#).unwrap();
+        assert_eq!(
+            parsed,
+            ControlRequest::SnapshotDelete {
+                snapshot: "a".into()
+            }
+        );
+        let json = serde_json::to_string(&ControlRequest::SnapshotMerge { all: true }).unwrap();
+        assert_eq!(json, r#"{"op":"snapshot-merge","all":true}"#);
     }
 }

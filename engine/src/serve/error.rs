@@ -71,6 +71,27 @@ pub enum ServeError {
         /// The dead server process.
         pid: u32,
     },
+    /// A delete named the running top of a mounted disk.
+    #[error(
+        "{id:?} names the running top {uuid} of the mounted disk, not a snapshot; \
+         `lamina snapshot-merge` merges the top into its parent, `lamina snapshot-list` shows the snapshots"
+    )]
+    RunningTop {
+        /// The UUID or name given.
+        id: String,
+        /// The top's UUID.
+        uuid: uuid::Uuid,
+    },
+    /// A delete or merge would remove a snapshot that is mounted.
+    #[error(
+        "snapshot {snapshot} is mounted at {target}; unmount it first with `lamina umount {target}`"
+    )]
+    SnapshotMounted {
+        /// The snapshot's UUID.
+        snapshot: uuid::Uuid,
+        /// Its mount target.
+        target: PathBuf,
+    },
     /// No server serves this disk or target.
     #[error("{path} is not mounted by lamina")]
     NotMounted {
@@ -193,6 +214,8 @@ impl HasKind for ServeError {
             | ServeError::NoFilesystem { .. }
             | ServeError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             ServeError::AlreadyMounted { .. }
+            | ServeError::RunningTop { .. }
+            | ServeError::SnapshotMounted { .. }
             | ServeError::StaleMount { .. }
             | ServeError::NoFreeLoop { .. } => ErrorKind::Busy,
             ServeError::Unsupported { .. } => ErrorKind::Unsupported,

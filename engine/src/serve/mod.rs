@@ -6,7 +6,8 @@
 //! mounted. [`umount`] sends the server a shutdown request, which undoes
 //! every step, and waits until it has exited. [`mkfs`] attaches a disk in the calling process just long enough
 //! to create a filesystem. [`control`] carries online snapshot, grow,
-//! compact and info requests to a running server.
+//! compact, snapshot delete and merge, and info requests to a running
+//! server.
 
 pub mod attach;
 pub mod backend;

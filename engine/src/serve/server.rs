@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::attach::Attachment;
 use super::control::{ControlRequest, ControlResponse, Reply, kind_from_name, kind_name};
@@ -26,7 +27,8 @@ use super::error::{ServeError, error_chain};
 use super::fs::{self, FsType};
 use super::runtime::{self, MountInfo};
 use crate::error::HasKind;
-use crate::image::{Access, Disk};
+use crate::image::ops::{MergeScope, OpsError, TreeChange};
+use crate::image::{Access, Disk, SnapshotInfo};
 
 /// How long `mount` waits for the server to report ready.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -463,6 +465,14 @@ impl Server {
                 writable()?;
                 self.compact()
             }
+            ControlRequest::SnapshotDelete { snapshot } => {
+                writable()?;
+                self.snapshot_delete(snapshot)
+            }
+            ControlRequest::SnapshotMerge { all } => {
+                writable()?;
+                self.snapshot_merge(*all)
+            }
             ControlRequest::Shutdown | ControlRequest::ForceShutdown => Ok(ControlResponse::Done),
         }
     }
@@ -553,6 +563,63 @@ impl Server {
             .map_err(|e| ServeError::image("compact", e))?;
         tracing::info!(bytes, "disk compacted");
         Ok(ControlResponse::Compacted { bytes })
+    }
+
+    /// Deletes a snapshot. The filesystem needs no freeze, because what
+    /// the disk reads does not change. The engine makes I/O wait while it
+    /// switches to the new chain.
+    fn snapshot_delete(&self, id: &str) -> Result<ControlResponse, ServeError> {
+        let disk = self.disk()?;
+        let snapshots = disk.snapshots();
+        if let Some(found) = find_snapshot(&snapshots, id) {
+            if found.current {
+                return Err(ServeError::RunningTop {
+                    id: id.to_string(),
+                    uuid: found.uuid,
+                });
+            }
+            self.check_unmounted(&[found.uuid])?;
+        }
+        let change = disk.snapshot_delete(id).map_err(|e| match e {
+            OpsError::CurrentTop { id, uuid } => ServeError::RunningTop { id, uuid },
+            other => ServeError::image("delete snapshot", other),
+        })?;
+        Ok(tree_changed("snapshot deleted", &change))
+    }
+
+    /// Merges the top into its parent, or every delta below it, while the
+    /// filesystem stays mounted; see [`Server::snapshot_delete`].
+    fn snapshot_merge(&self, all: bool) -> Result<ControlResponse, ServeError> {
+        let disk = self.disk()?;
+        let scope = if all {
+            MergeScope::All
+        } else {
+            MergeScope::Parent
+        };
+        self.check_unmounted(&merged_parents(&disk.snapshots(), scope))?;
+        let change = disk
+            .snapshot_merge(scope)
+            .map_err(|e| ServeError::image("merge snapshots", e))?;
+        Ok(tree_changed("snapshots merged", &change))
+    }
+
+    /// Rejects removing a snapshot that a snapshot mount serves.
+    fn check_unmounted(&self, snapshots: &[Uuid]) -> Result<(), ServeError> {
+        for mount in runtime::read_all()? {
+            if mount.disk != self.info.disk {
+                continue;
+            }
+            let mounted = mount.snapshot.as_deref().map(Uuid::parse_str);
+            if let Some(Ok(snapshot)) = mounted
+                && snapshots.contains(&snapshot)
+            {
+                return Err(ServeError::SnapshotMounted {
+                    snapshot,
+                    target: mount.target,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn disk(&self) -> Result<Arc<Disk>, ServeError> {
@@ -694,6 +761,46 @@ fn write_reply(stream: &mut UnixStream, result: &Result<ControlResponse, ServeEr
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Returns the snapshot that `id` names, by UUID or name, as
+/// `Descriptor::find` resolves it.
+fn find_snapshot<'a>(snapshots: &'a [SnapshotInfo], id: &str) -> Option<&'a SnapshotInfo> {
+    match Uuid::parse_str(id) {
+        Ok(uuid) => snapshots.iter().find(|s| s.uuid == uuid),
+        Err(_) => snapshots.iter().find(|s| s.name.as_deref() == Some(id)),
+    }
+}
+
+/// Returns the deltas a merge of `scope` removes: the top's parent, or
+/// every delta below the top.
+fn merged_parents(snapshots: &[SnapshotInfo], scope: MergeScope) -> Vec<Uuid> {
+    let parent_of = |uuid: Uuid| {
+        snapshots
+            .iter()
+            .find(|s| s.uuid == uuid)
+            .and_then(|s| s.parent)
+    };
+    let mut merged = Vec::new();
+    let mut next = snapshots.iter().find(|s| s.current).and_then(|s| s.parent);
+    while let Some(uuid) = next {
+        merged.push(uuid);
+        if scope == MergeScope::Parent || merged.len() >= snapshots.len() {
+            break;
+        }
+        next = parent_of(uuid);
+    }
+    merged
+}
+
+/// Logs a finished delete or merge with `message` and builds the reply.
+fn tree_changed(message: &str, change: &TreeChange) -> ControlResponse {
+    let pause_ms = change.pause.as_secs_f64() * 1000.0;
+    tracing::info!(removed = ?change.removed, rewritten = ?change.rewritten, pause_ms, "{message}");
+    ControlResponse::TreeChanged {
+        removed: change.removed.clone(),
+        pause_ms,
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
