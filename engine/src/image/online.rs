@@ -146,6 +146,17 @@ impl Disk {
         Ok(())
     }
 
+    /// Returns the bytes the top delta file occupies on the host: its
+    /// allocated blocks, as `du` counts them.
+    pub fn top_file_bytes(&self) -> Result<u64, ImageError> {
+        let state = self.read_state();
+        let delta = &state.top().delta;
+        delta
+            .file()
+            .allocated_bytes()
+            .map_err(|e| delta.io_error("stat", e))
+    }
+
     /// Returns space to the host: clusters of the top that hold only
     /// zeros are freed, clusters no entry references are punched, and the
     /// file is cut after the last referenced cluster. Returns the number
