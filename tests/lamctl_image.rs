@@ -288,9 +288,18 @@ fn snapshot_switch_and_delete() {
 
     home.ok(&["mount", "101"]);
     fs::write(&data, "second").unwrap();
-    // switch and delete need an unmounted image.
+    // Switch needs an unmounted image, but delete goes to the image server.
     let (code, _) = home.fails(&["snapshot-switch", "101", "--id", &snap]);
     assert_eq!(code, 41);
+    let created = home.ok(&["snapshot", "101", "--name", "online"]);
+    let start = created.find('{').unwrap();
+    let online = created[start..=created.find('}').unwrap()].to_string();
+    fs::write(&data, "second, after online").unwrap();
+    home.ok(&["snapshot-delete", "101", "--id", &online]);
+    let listing = home.ok(&["snapshot-list", "101", "-H", "-o", "uuid"]);
+    assert!(!listing.contains(&online), "{listing}");
+    assert_eq!(fs::read_to_string(&data).unwrap(), "second, after online");
+    fs::write(&data, "second").unwrap();
     home.ok(&["umount", "101"]);
     home.ok(&["set", "101", "--cpuunits", "700", "--save"]);
 
