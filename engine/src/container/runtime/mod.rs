@@ -166,6 +166,12 @@ pub fn start(spec: &StartSpec) -> Result<Running, RuntimeError> {
         Ok(running) => running,
         Err(err) => {
             let _ = cgroup.kill_all(&LinuxSyscalls, KILL_WAIT);
+            // An init that exited during boot may still be a zombie that
+            // the monitor has not reaped. The state file names it when
+            // launch got as far as writing one.
+            if let Ok(Some(state)) = State::load(&spec.state_dir) {
+                wait_reaped(&state);
+            }
             let _ = cgroup.remove();
             let _ = State::remove(&spec.state_dir);
             return Err(err);
@@ -286,15 +292,19 @@ fn wait_booted(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
             if state.init_alive() {
                 Ok(())
             } else {
-                Err(RuntimeError::Setup {
-                    ctid: spec.ctid.clone(),
-                    message: format!(
-                        "init exited during boot; see {}",
-                        spec.state_dir.join(CONSOLE_LOG).display()
-                    ),
-                })
+                Err(init_exited(spec))
             }
         }
+    }
+}
+
+fn init_exited(spec: &StartSpec) -> RuntimeError {
+    RuntimeError::Setup {
+        ctid: spec.ctid.clone(),
+        message: format!(
+            "init exited during boot; see {}",
+            spec.state_dir.join(CONSOLE_LOG).display()
+        ),
     }
 }
 
@@ -307,9 +317,16 @@ fn wait_systemd(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
         log: spec.state_dir.join(CONSOLE_LOG),
     };
     loop {
+        // systemd in a container exits on a fatal boot error instead of
+        // freezing (Debian 12's systemd 252 exits with status 255), so
+        // asking again would only print "offline".
+        if !state.init_alive() {
+            return Err(init_exited(spec));
+        }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let output = match is_system_running(state, left) {
             Err(RuntimeError::ExecTimeout { .. }) => return Err(boot_failed("starting".into())),
+            Err(_) if !state.init_alive() => return Err(init_exited(spec)),
             other => other?,
         };
         match output.as_str() {
@@ -319,9 +336,10 @@ fn wait_systemd(spec: &StartSpec, state: &State) -> Result<(), RuntimeError> {
             // "offline" until systemd has created /run/systemd/system, and
             // no output while its private socket is missing: --wait only
             // waits on a booted manager, so ask again.
-            "offline" | "" if !left.is_zero() && state.init_alive() => {
+            "offline" | "" if !left.is_zero() => {
                 std::thread::sleep(Duration::from_millis(200));
             }
+            _ if !state.init_alive() => return Err(init_exited(spec)),
             _ => return Err(boot_failed(output)),
         }
     }
