@@ -665,3 +665,58 @@ fn delete_and_merge_keep_open_disk_serving() {
     );
     assert_clean(&s);
 }
+
+#[test]
+fn concurrent_tree_changes_stay_consistent() {
+    let (mem, s) = new_disk(MIB);
+    let disk = Arc::new(open(&s));
+    for i in 0..6u8 {
+        disk.write_at(&fill(i + 1, CLUSTER), u64::from(i) * CLUSTER)
+            .unwrap();
+        disk.snapshot(Some(&format!("s{i}")), None).unwrap();
+    }
+    let expected = read_all(&disk);
+
+    // Deletes and snapshots race. A delete may fail with the busy kind
+    // when a snapshot changed the tree under it, but nothing may break.
+    let mut threads = Vec::new();
+    for name in ["s1", "s3", "s4"] {
+        let disk = Arc::clone(&disk);
+        threads.push(std::thread::spawn(move || {
+            disk.snapshot_delete(name).map(|_| ()).map_err(|e| e.kind())
+        }));
+    }
+    for i in 0..3 {
+        let disk = Arc::clone(&disk);
+        threads.push(std::thread::spawn(move || {
+            let name = format!("new{i}");
+            disk.snapshot(Some(&name), None)
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        }));
+    }
+    for thread in threads {
+        let result = thread.join().unwrap();
+        assert!(
+            matches!(result, Ok(()) | Err(ErrorKind::Busy)),
+            "{result:?}"
+        );
+    }
+
+    assert!(read_all(&disk) == expected, "content changed");
+    Arc::try_unwrap(disk).unwrap().close().unwrap();
+    assert!(current(&s) == expected, "content changed after reopen");
+    let deltas = mem
+        .list(dir())
+        .iter()
+        .filter(|f| f.ends_with(".delta"))
+        .count();
+    assert_eq!(deltas, node_count(&s), "unreferenced delta files are left");
+    assert_clean(&s);
+}
+
+/// Returns the number of nodes in the snapshot tree.
+fn node_count(storage: &Arc<dyn Storage>) -> usize {
+    let disk = Disk::open_with(storage.clone(), dir(), Access::ReadOnly).unwrap();
+    disk.snapshots().len()
+}

@@ -110,6 +110,9 @@ pub struct Disk {
     pub(super) access: Access,
     _lock: Option<Box<dyn LockGuard>>,
     pub(super) state: RwLock<State>,
+    /// Serializes snapshot deletes and merges, whose first phase runs
+    /// without the exclusive state lock.
+    pub(super) tree_change: Mutex<()>,
     closed: AtomicBool,
 }
 
@@ -345,6 +348,7 @@ impl Disk {
             access,
             _lock: lock,
             state: RwLock::new(state),
+            tree_change: Mutex::new(()),
             closed: AtomicBool::new(false),
         })
     }

@@ -79,11 +79,18 @@ impl Disk {
         select: impl FnOnce(&Tree) -> Result<Vec<Uuid>, OpsError>,
     ) -> Result<TreeChange, OpsError> {
         self.check_writable()?;
-        let descriptor = self.read_state().descriptor.clone();
-        let mut tree = Tree::new(self.storage.clone(), &self.dir, descriptor);
-        // The exclusive lock of a read-write disk keeps other processes
-        // out, so unreferenced files are a crash's leftovers.
-        tree.remove_orphans()?;
+        let _serial = self.tree_change.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tree = {
+            // The exclusive lock of a read-write disk keeps other processes
+            // out, `tree_change` other deletes and merges, and the shared
+            // state lock a snapshot, which creates its delta file before
+            // the descriptor names it. So unreferenced files are a crash's
+            // leftovers.
+            let state = self.read_state();
+            let tree = Tree::new(self.storage.clone(), &self.dir, state.descriptor.clone());
+            tree.remove_orphans()?;
+            tree
+        };
         let removed = select(&tree)?;
         let mut removal = tree.plan_removal(&removed)?;
         let rewritten = removal.orphans();
