@@ -261,6 +261,59 @@ fn crash_during_discard_and_compact() {
 }
 
 #[test]
+fn crash_during_discard_then_reuse() {
+    // Cluster 1 is discarded and, after a flush, its space goes to new
+    // data for clusters 5 and 6. No cut may show that data at cluster 1.
+    let base = base_with(64 * MIB, &[(0, &[7u8; 3 << 20])]);
+    let op = |s: &MemStorage| -> bool {
+        let Ok(disk) = open(s, Access::ReadWrite) else {
+            return false;
+        };
+        let ok = disk.discard(MIB, MIB).is_ok()
+            && disk.write_at(&[9u8; 1 << 20], 5 * MIB).is_ok()
+            && disk.flush().is_ok()
+            && disk.write_at(&[8u8; 1 << 20], 6 * MIB).is_ok()
+            && disk.flush().is_ok();
+        ok && disk.close().is_ok()
+    };
+    at_every_cut(&base, op, |crashed, done, cut| {
+        let disk = open(crashed, Access::ReadWrite).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let first = read(&disk, MIB, 4096);
+        assert!(
+            first == [7u8; 4096] || first == [0u8; 4096],
+            "cut {cut}: discarded cluster shows {:?}",
+            &first[..4]
+        );
+        assert_eq!(
+            read(&disk, 0, 4096),
+            vec![7u8; 4096],
+            "cut {cut}: cluster 0"
+        );
+        assert_eq!(
+            read(&disk, 2 * MIB, 4096),
+            vec![7u8; 4096],
+            "cut {cut}: cluster 2"
+        );
+        let fifth = read(&disk, 5 * MIB, 4096);
+        assert!(
+            fifth == [9u8; 4096] || fifth == [0u8; 4096],
+            "cut {cut}: cluster 5"
+        );
+        let sixth = read(&disk, 6 * MIB, 4096);
+        assert!(
+            sixth == [8u8; 4096] || sixth == [0u8; 4096],
+            "cut {cut}: cluster 6"
+        );
+        if done {
+            assert_eq!(first, [0u8; 4096], "cut {cut}: cluster 1 after");
+            assert_eq!(fifth, [9u8; 4096], "cut {cut}: cluster 5 after");
+            assert_eq!(sixth, [8u8; 4096], "cut {cut}: cluster 6 after");
+        }
+        disk.close().unwrap();
+    });
+}
+
+#[test]
 fn crash_during_create() {
     let base = MemStorage::new();
     let op = |s: &MemStorage| -> bool {

@@ -257,6 +257,45 @@ fn discard_frees_top_clusters() {
     assert_eq!(disk.info().deltas[0].allocated_clusters, 0);
 }
 
+#[test]
+fn discarded_clusters_are_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = new_disk(tmp.path(), 64 * MIB, MIB);
+    let disk = Disk::open(&dir, Access::ReadWrite).unwrap();
+    disk.write_at(&pattern(to_usize(8 * MIB), 3), 0).unwrap();
+    disk.flush().unwrap();
+    let delta = dir.join(&disk.info().deltas[0].file);
+    let len = std::fs::metadata(&delta).unwrap().len();
+
+    // Freed clusters wait for the flush that makes their release durable,
+    // then hold the next writes: the file does not grow.
+    disk.discard(0, 4 * MIB).unwrap();
+    disk.flush().unwrap();
+    let fresh = pattern(to_usize(4 * MIB), 11);
+    disk.write_at(&fresh, 32 * MIB).unwrap();
+    disk.flush().unwrap();
+    assert_eq!(std::fs::metadata(&delta).unwrap().len(), len, "file length");
+    assert_eq!(disk.info().deltas[0].allocated_clusters, 8);
+
+    let mut got = vec![0u8; to_usize(4 * MIB)];
+    disk.read_at(&mut got, 32 * MIB).unwrap();
+    assert!(got == fresh, "new data reads back");
+    disk.read_at(&mut got, 0).unwrap();
+    assert!(got.iter().all(|b| *b == 0), "discarded range reads zeros");
+    disk.close().unwrap();
+
+    let disk = Disk::open(&dir, Access::ReadOnly).unwrap();
+    let mut got = vec![0u8; to_usize(4 * MIB)];
+    disk.read_at(&mut got, 32 * MIB).unwrap();
+    assert!(got == fresh, "new data after reopen");
+    disk.read_at(&mut got, 4 * MIB).unwrap();
+    let old = pattern(to_usize(8 * MIB), 3);
+    assert!(
+        got[..] == old[to_usize(4 * MIB)..],
+        "untouched data after reopen"
+    );
+}
+
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512

@@ -148,6 +148,24 @@ pub(super) struct Writer {
     pub busy: ClusterLocks,
     /// Serializes flushes.
     pub flush: Mutex<()>,
+    /// Top clusters freed by discard, for reuse by later allocations.
+    pub free: Mutex<FreeClusters>,
+}
+
+/// Physical clusters of the top that no entry references any more.
+///
+/// A freed cluster may be reused only once a BAT without its old entry
+/// is durable: were it reused earlier, a crash could leave the old entry
+/// pointing at another cluster's new data. So clusters wait in `pending`
+/// until a flush has written and synced the BAT pages, then move to
+/// `ready`, from which allocation takes them.
+#[derive(Debug, Default)]
+pub(super) struct FreeClusters {
+    /// Clusters freed since the last flush began, which the durable BAT
+    /// may still reference.
+    pub pending: Vec<u64>,
+    /// Clusters the durable BAT does not reference, safe to allocate.
+    pub ready: Vec<u64>,
 }
 
 impl Writer {
@@ -234,7 +252,34 @@ impl Writer {
             unsynced: AtomicBool::new(false),
             busy: ClusterLocks::default(),
             flush: Mutex::new(()),
+            free: Mutex::new(FreeClusters::default()),
         }
+    }
+
+    /// Records a top cluster whose entry was just cleared, for reuse
+    /// after the next flush.
+    pub fn release(&self, physical: u64) {
+        self.free_lists().pending.push(physical);
+    }
+
+    /// Forgets every freed cluster below `end`, or all of them, for callers
+    /// that reuse or cut off that part of the file themselves.
+    pub fn forget_free(&self, end: Option<u64>) {
+        let mut free = self.free_lists();
+        match end {
+            Some(end) => {
+                free.pending.retain(|p| *p >= end);
+                free.ready.retain(|p| *p >= end);
+            }
+            None => {
+                free.pending.clear();
+                free.ready.clear();
+            }
+        }
+    }
+
+    pub fn free_lists(&self) -> std::sync::MutexGuard<'_, FreeClusters> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -173,7 +173,7 @@ impl Disk {
 
         free_zero_clusters(&state)?;
         flush_state(&state)?;
-        let data_end = punch_unreferenced(&state)?;
+        let (data_end, holes) = punch_unreferenced(&state)?;
         let len = delta.file_len()?;
         if len > data_end {
             delta
@@ -185,7 +185,11 @@ impl Disk {
                 .sync_data()
                 .map_err(|e| delta.io_error("sync", e))?;
         }
+        // The BAT on disk references none of the holes, so they are
+        // ready for reuse at once; freed clusters past the new end are gone.
         let writer = self.writer(&state)?;
+        writer.forget_free(None);
+        writer.free_lists().ready = holes;
         writer
             .next_physical
             .store(data_end / state.cluster_size(), Ordering::Relaxed);
@@ -225,6 +229,8 @@ fn relocate_clusters(state: &State, old_data: u64, new_data: u64) -> Result<(), 
     })?;
     let (first, end) = (old_data / cluster_size, new_data / cluster_size);
     writer.next_physical.fetch_max(end, Ordering::Relaxed);
+    // Freed clusters in the area the BAT grows into must not be reused.
+    writer.forget_free(Some(end));
 
     let top = state.top_level();
     let delta = &state.top().delta;
@@ -318,10 +324,11 @@ fn free_zero_clusters(state: &State) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Punches every data cluster of the top that no entry references and
-/// returns the end of the last referenced cluster (at least the data
-/// offset). The entries must be durable before this runs.
-fn punch_unreferenced(state: &State) -> Result<u64, ImageError> {
+/// Punches every data cluster of the top that no entry references.
+/// Returns the end of the last referenced cluster (at least the data
+/// offset) and the unreferenced clusters below it. The entries must be
+/// durable before this runs.
+fn punch_unreferenced(state: &State) -> Result<(u64, Vec<u64>), ImageError> {
     let cluster_size = state.cluster_size();
     let delta = &state.top().delta;
     let mut used: Vec<u64> = state
@@ -337,9 +344,12 @@ fn punch_unreferenced(state: &State) -> Result<u64, ImageError> {
 
     let first = delta.header.data_offset / cluster_size;
     let file_clusters = delta.file_len()?.div_ceil(cluster_size);
+    let last = used.last().map_or(first, |p| p + 1);
+    let mut holes = Vec::new();
     let mut next_free = first;
     for physical in used.iter().copied().chain([file_clusters]) {
         if physical > next_free {
+            holes.extend(next_free..physical.min(last));
             let start = next_free * cluster_size;
             let len = (physical - next_free) * cluster_size;
             delta
@@ -349,6 +359,5 @@ fn punch_unreferenced(state: &State) -> Result<u64, ImageError> {
         }
         next_free = next_free.max(physical + 1);
     }
-    let last = used.last().map_or(first, |p| p + 1);
-    Ok(last * cluster_size)
+    Ok((last * cluster_size, holes))
 }

@@ -179,6 +179,10 @@ pub(super) fn flush_state(state: &State) -> Result<(), ImageError> {
     if !writer.unsynced.swap(false, Ordering::AcqRel) {
         return Ok(());
     }
+    // Clusters freed before the pages are taken have their cleared
+    // entries in these pages, so once the pages are durable the clusters
+    // are safe to reuse.
+    let freed = std::mem::take(&mut writer.free_lists().pending);
     let pages = std::mem::take(&mut *writer.dirty.lock().unwrap_or_else(|e| e.into_inner()));
     let top = state.top_level();
     let copies: Vec<_> = pages
@@ -190,7 +194,10 @@ pub(super) fn flush_state(state: &State) -> Result<(), ImageError> {
     if result.is_err() {
         let mut dirty = writer.dirty.lock().unwrap_or_else(|e| e.into_inner());
         dirty.extend(pages);
+        writer.free_lists().pending.extend(freed);
         writer.unsynced.store(true, Ordering::Release);
+    } else {
+        writer.free_lists().ready.extend(freed);
     }
     result
 }
@@ -313,10 +320,12 @@ fn fill_new_cluster(
     write(&image, start)
 }
 
-// TODO: freed clusters are never reused while the disk is open, so discard
-// and rewrite cycles grow the file until `compact`. Reuse needs a free list
-// that only hands out clusters whose freeing a flush has made durable.
+/// Returns a physical cluster of the top for new data: a freed one whose
+/// release a flush has made durable, or else the next one past the end.
 pub(super) fn allocate(state: &State, writer: &Writer) -> Result<u64, ImageError> {
+    if let Some(physical) = writer.free_lists().ready.pop() {
+        return Ok(physical);
+    }
     let physical = writer.next_physical.fetch_add(1, Ordering::Relaxed);
     // Keep the cluster's end inside what an entry, the map and an off_t
     // (i64) can address.
@@ -392,6 +401,11 @@ fn clear_cluster(state: &State, writer: &Writer, cluster: u64) -> Result<(), Ima
     if next != Some(current) {
         state.map.set(cluster, next);
         writer.mark_dirty(cluster);
+    }
+    // Released only after the cleared entry is in the map and its page
+    // is dirty: see flush_state.
+    if let Some(physical) = allocated_in(Some(current), top) {
+        writer.release(physical);
     }
     Ok(())
 }
