@@ -3,15 +3,17 @@
 //!
 //! The work runs in two phases. First, with I/O running, the snapshot
 //! children of the removed deltas are rewritten. Nothing has to wait for
-//! that, because snapshots never change. Then the state lock is taken
-//! exclusively, so concurrent I/O waits: the top is flushed and, when it
-//! is a child of a removed delta (a merge, or the delete of its parent),
-//! rewritten too. The descriptor is committed and the open chain is
-//! reopened from it before I/O goes on.
+//! that, because snapshots never change. When the top is a child of a
+//! removed delta (a merge, or the delete of its parent), its new file is
+//! started with the removed ancestors' clusters in this phase too. Then
+//! the state lock is taken exclusively, so concurrent I/O waits: the top
+//! is flushed and its own clusters are copied over the started file. The
+//! descriptor is committed and the open chain is reopened from it before
+//! I/O goes on.
 //!
-//! NOTE: rewriting the top copies all of its clusters and those it takes
-//! from its removed ancestors while I/O waits, so that pause grows with
-//! their size: about the time to copy them once.
+//! NOTE: the top's own clusters are still copied while I/O waits, so that
+//! pause grows with the data written since the top was created: about the
+//! time to copy it once.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -96,8 +98,13 @@ impl Disk {
         let rewritten = removal.orphans();
 
         let top = tree.descriptor.top;
-        for uuid in rewritten.iter().filter(|u| **u != top) {
-            if let Err(error) = removal.rewrite(&tree, *uuid) {
+        for uuid in &rewritten {
+            let written = if *uuid == top {
+                removal.prepare(&tree, top)
+            } else {
+                removal.rewrite(&tree, *uuid)
+            };
+            if let Err(error) = written {
                 removal.discard(&tree);
                 return Err(error.into());
             }

@@ -60,6 +60,9 @@ pub(super) struct Removal {
     orphans: Vec<Orphan>,
     /// Files written so far, by child UUID.
     written: HashMap<Uuid, Rewritten>,
+    /// Files holding only the removed ancestors' clusters, by child UUID,
+    /// for children whose own delta still changes: see [`Removal::prepare`].
+    prepared: HashMap<Uuid, MergedFile>,
 }
 
 /// The new file of a rewritten node.
@@ -201,6 +204,7 @@ impl Tree {
             sources,
             orphans,
             written: HashMap::new(),
+            prepared: HashMap::new(),
         })
     }
 
@@ -287,7 +291,8 @@ impl Removal {
 
     /// Writes the new file of orphaned node `uuid`, loading its current
     /// delta first. Does nothing for a node that is not orphaned or that
-    /// is rewritten already.
+    /// is rewritten already. A node prepared with [`Removal::prepare`]
+    /// only has its own clusters copied now.
     pub fn rewrite(&mut self, tree: &Tree, uuid: Uuid) -> Result<(), ImageError> {
         if self.written.contains_key(&uuid) {
             return Ok(());
@@ -297,10 +302,46 @@ impl Removal {
         };
         let own = tree.load(&orphan.node)?;
         let virtual_size = own.delta.header.geometry.virtual_size();
-        let mut layers = vec![&own];
-        layers.extend(orphan.ancestors.iter().filter_map(|a| self.sources.get(a)));
-        let file = write_merged(tree, uuid, orphan.parent, &layers)?;
-        self.written.insert(uuid, Rewritten { file, virtual_size });
+        let mut merged = match self.prepared.remove(&uuid) {
+            Some(mut merged) => {
+                merged.overlay(&own)?;
+                merged
+            }
+            None => {
+                let mut merged = MergedFile::create(tree, uuid, orphan.parent, own.delta.header)?;
+                merged.fill(&own)?;
+                for ancestor in orphan.ancestors.iter().filter_map(|a| self.sources.get(a)) {
+                    merged.fill(ancestor)?;
+                }
+                merged
+            }
+        };
+        merged.commit()?;
+        self.written.insert(
+            uuid,
+            Rewritten {
+                file: merged.file,
+                virtual_size,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes, for orphaned node `uuid` whose delta still takes writes (the
+    /// open top), a file with its removed ancestors' clusters only. The
+    /// later [`Removal::rewrite`] then copies just the node's own clusters,
+    /// so the pause while I/O waits grows with the top's size alone.
+    pub fn prepare(&mut self, tree: &Tree, uuid: Uuid) -> Result<(), ImageError> {
+        let Some(orphan) = self.orphans.iter().find(|o| o.node.uuid == uuid) else {
+            return Ok(());
+        };
+        let header = tree.open_delta(&orphan.node)?.header;
+        let mut merged = MergedFile::create(tree, uuid, orphan.parent, header)?;
+        for ancestor in orphan.ancestors.iter().filter_map(|a| self.sources.get(a)) {
+            merged.fill(ancestor)?;
+        }
+        merged.commit()?;
+        self.prepared.insert(uuid, merged);
         Ok(())
     }
 
@@ -344,8 +385,10 @@ impl Removal {
     /// commit. A file that cannot be removed is left for the next change
     /// or `check --repair`.
     pub fn discard(&mut self, tree: &Tree) {
-        for (_, new) in self.written.drain() {
-            let path = tree.dir.join(&new.file);
+        let written = self.written.drain().map(|(_, new)| new.file);
+        let prepared = self.prepared.drain().map(|(_, merged)| merged.file);
+        for file in written.chain(prepared).collect::<Vec<_>>() {
+            let path = tree.dir.join(&file);
             if let Err(error) = tree.storage().remove_file(&path) {
                 tracing::warn!(path = %path.display(), %error, "cannot remove an unused rewritten delta");
             }
@@ -353,51 +396,134 @@ impl Removal {
     }
 }
 
-/// Writes a new delta file for node `uuid` with parent `parent` that contains
-/// the merged content of `layers`, top-most first. Each cluster comes from
-/// the first layer with a non-absent entry for it. Clusters that read as
-/// zeros become zero entries. Data is synced before the BAT, and the BAT
-/// before this returns. Returns the new file's name.
-fn write_merged(
-    tree: &Tree,
-    uuid: Uuid,
-    parent: Option<Uuid>,
-    layers: &[&Source],
-) -> Result<String, ImageError> {
-    let geometry = layers[0].delta.header.geometry;
-    let file = format!("{uuid}-{}.delta", &Uuid::new_v4().simple().to_string()[..8]);
-    let path = tree.dir.join(&file);
-    let delta = DeltaFile::create(tree.storage(), &path, Header::new(geometry, uuid, parent))?;
+/// A new delta file being filled with the merged content of several
+/// deltas. It is unreferenced until the descriptor names it, so a crash
+/// while it is written only leaves a file to remove.
+struct MergedFile {
+    file: String,
+    delta: DeltaFile,
+    bat: BatTable,
+    /// Next physical cluster to append at.
+    next: u64,
+    buf: Vec<u8>,
+}
 
-    let cluster_size = geometry.cluster_size();
-    let mut next = delta.next_free_cluster()?;
-    let mut out = BatTable::default();
-    let mut buf = vec![0u8; in_cluster(cluster_size)];
-    for source in layers {
+impl MergedFile {
+    /// Creates the file for node `uuid` with parent `parent`, with the
+    /// geometry of `template` (the node's current header).
+    fn create(
+        tree: &Tree,
+        uuid: Uuid,
+        parent: Option<Uuid>,
+        template: Header,
+    ) -> Result<MergedFile, ImageError> {
+        let geometry = template.geometry;
+        let file = format!("{uuid}-{}.delta", &Uuid::new_v4().simple().to_string()[..8]);
+        let path = tree.dir.join(&file);
+        let delta = DeltaFile::create(tree.storage(), &path, Header::new(geometry, uuid, parent))?;
+        let next = delta.next_free_cluster()?;
+        Ok(MergedFile {
+            file,
+            delta,
+            bat: BatTable::default(),
+            next,
+            buf: vec![0u8; in_cluster(geometry.cluster_size())],
+        })
+    }
+
+    /// Copies the clusters of `source` that no layer added before has an
+    /// entry for. Clusters that read as zeros become zero entries.
+    fn fill(&mut self, source: &Source) -> Result<(), ImageError> {
+        let clusters = self.delta.header.geometry.clusters();
         for (cluster, entry) in source.bat.entries() {
-            if out.get(cluster) != BatEntry::Absent || cluster >= geometry.clusters() {
+            if self.bat.get(cluster) != BatEntry::Absent || cluster >= clusters {
                 continue;
             }
             let entry = match entry {
                 BatEntry::Allocated(physical) => {
-                    source.delta.read_cluster(physical, &mut buf)?;
-                    if buf.iter().all(|b| *b == 0) {
-                        BatEntry::Zero
-                    } else {
-                        delta.write_cluster(next, &buf)?;
-                        next += 1;
-                        BatEntry::Allocated(next - 1)
-                    }
+                    source.delta.read_cluster(physical, &mut self.buf)?;
+                    self.store_buf(None)?
                 }
                 other => other,
             };
-            out.set(cluster, entry);
+            self.bat.set(cluster, entry);
         }
+        Ok(())
     }
-    delta.sync()?;
-    out.write_dirty(&delta)?;
-    delta.sync()?;
-    Ok(file)
+
+    /// Copies every entry of `source` over what the file has: the layer on
+    /// top of those added before. A cluster it replaces with zeros is
+    /// punched out of the file.
+    fn overlay(&mut self, source: &Source) -> Result<(), ImageError> {
+        let clusters = self.delta.header.geometry.clusters();
+        for (cluster, entry) in source.bat.entries() {
+            if cluster >= clusters {
+                continue;
+            }
+            let present = match self.bat.get(cluster) {
+                BatEntry::Allocated(physical) => Some(physical),
+                _ => None,
+            };
+            let entry = match entry {
+                BatEntry::Allocated(physical) => {
+                    source.delta.read_cluster(physical, &mut self.buf)?;
+                    self.store_buf(present)?
+                }
+                other => other,
+            };
+            if let (Some(physical), BatEntry::Zero | BatEntry::Absent) = (present, entry) {
+                let size = self.delta.cluster_size();
+                self.delta
+                    .file()
+                    .punch_hole(physical * size, size)
+                    .map_err(|e| self.delta.io_error("punch hole in", e))?;
+            }
+            if entry != self.bat.get(cluster) {
+                self.bat.set(cluster, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the cluster in `buf`: returns a zero entry when it reads as
+    /// zeros, else writes it at `place` or appends it.
+    fn store_buf(&mut self, place: Option<u64>) -> Result<BatEntry, ImageError> {
+        if self.buf.iter().all(|b| *b == 0) {
+            return Ok(BatEntry::Zero);
+        }
+        let physical = place.unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        self.delta.write_cluster(physical, &self.buf)?;
+        Ok(BatEntry::Allocated(physical))
+    }
+
+    /// Makes the file complete: syncs the data, writes the changed BAT
+    /// pages, cuts clusters past the last referenced one and syncs again.
+    fn commit(&mut self) -> Result<(), ImageError> {
+        self.delta.sync()?;
+        self.bat.write_dirty(&self.delta)?;
+        let size = self.delta.cluster_size();
+        let end = self
+            .bat
+            .entries()
+            .filter_map(|(_, entry)| match entry {
+                BatEntry::Allocated(physical) => Some(physical + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(self.delta.header.data_offset.div_ceil(size));
+        if self.delta.file_len()? > end * size {
+            self.delta
+                .file()
+                .set_len(end * size)
+                .map_err(|e| self.delta.io_error("truncate", e))?;
+            self.next = end;
+        }
+        self.delta.sync()
+    }
 }
 
 /// Returns the names of `*.delta` files in `dir` that the descriptor does
