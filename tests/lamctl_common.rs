@@ -14,23 +14,45 @@ pub struct Home {
     pub dir: tempfile::TempDir,
 }
 
-/// Builds the busybox template once per test binary and returns its path.
+/// Builds the busybox template once and returns its path. It is kept in
+/// cargo's test temp directory (under `target/`), in a directory named by
+/// a hash of `scripts/make-template`, so later test binaries and runs reuse
+/// it and a changed script builds a new one.
 fn busybox_template() -> &'static Path {
-    static TEMPLATE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = TEMPLATE.get_or_init(|| {
-        let cache = tempfile::tempdir().expect("tempdir");
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-template");
-        let status = Command::new(script)
+        let text = std::fs::read(&script).expect("read scripts/make-template");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let cache = root.join(format!("busybox-template-{:016x}", hasher.finish()));
+        let path = cache.join("busybox.tar.gz");
+        if path.exists() {
+            return path;
+        }
+
+        // Build beside the final place and rename, so that a test binary
+        // running at the same time never sees a half-written template.
+        std::fs::create_dir_all(root).expect("create the test temp directory");
+        let build = tempfile::tempdir_in(root).expect("tempdir");
+        let status = Command::new(&script)
             .args(["busybox", "--cache"])
-            .arg(cache.path())
+            .arg(build.path())
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run make-template");
         assert!(status.success(), "make-template busybox failed");
-        let path = cache.path().join("busybox.tar.gz");
-        (cache, path)
-    });
-    path
+        match std::fs::rename(build.path(), &cache) {
+            Ok(()) => {}
+            // Another test binary renamed its build into place first.
+            Err(_) if path.exists() => {}
+            Err(error) => panic!("move the template to {}: {error}", cache.display()),
+        }
+        path
+    })
 }
 
 impl Home {
