@@ -266,7 +266,31 @@ fn set_save_keeps_comments_and_grows_disk() {
         // failing step is reported with vzctl's resize code.
         assert_eq!(output.status.code(), Some(154));
         eprintln!("NOTE: no CAP_SYS_RESOURCE; ext4 online resize was not checked");
+        // The next mount grows the filesystem instead.
+        home.ok(&["umount", "101"]);
+        home.ok(&["mount", "101"]);
+        let stat = nix::sys::statvfs::statvfs(&home.path().join("root/101")).unwrap();
+        assert!(
+            stat.blocks() * stat.fragment_size() > 400 << 20,
+            "df did not grow at the next mount"
+        );
     }
+    home.ok(&["umount", "101"]);
+
+    // A stopped container's image and filesystem grow offline.
+    home.ok(&["set", "101", "--diskspace", "768M", "--save"]);
+    assert!(
+        fs::read_to_string(&conf)
+            .unwrap()
+            .contains("DISKSPACE=\"786432:786432\"")
+    );
+    home.ok(&["mount", "101"]);
+    let stat = nix::sys::statvfs::statvfs(&home.path().join("root/101")).unwrap();
+    assert!(
+        stat.blocks() * stat.fragment_size() > 650 << 20,
+        "df after an offline grow: {} bytes",
+        stat.blocks() * stat.fragment_size()
+    );
     home.ok(&["umount", "101"]);
     home.assert_clean();
 }

@@ -118,6 +118,16 @@ fn snapshot_mount_and_grow_while_mounted() {
     home.lamina_ok(&["umount", disk_arg]);
     fsck(&home, &disk);
     home.lamina_ok(&["mount", disk_arg, "--target", target.to_str().unwrap()]);
+    // Grown online, or, where the online resize failed, by this mount.
+    assert!(
+        fs_bytes(&target) > 450 * MIB,
+        "filesystem after remount: {} bytes",
+        fs_bytes(&target)
+    );
+    assert!(
+        !disk.join(serve::fs::GROW_PENDING_FILE).exists(),
+        "grow still pending after remount"
+    );
     assert_eq!(
         std::fs::read(target.join("c")).expect("read c"),
         b"after the snapshot"
@@ -155,4 +165,44 @@ fn xfs_grows_online() {
     );
     home.lamina_ok(&["umount", disk_arg]);
     assert!(leftovers(home.path().to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn offline_resize_grows_filesystem() {
+    for fs in [FsType::Ext4, FsType::Xfs] {
+        let home = Home::new();
+        let disk = home.disk_with("disk", 320 * MIB, Some(fs));
+        let target = home.target("mnt");
+        let disk_arg = disk.to_str().unwrap();
+        let target_arg = target.to_str().unwrap();
+        home.lamina_ok(&["mount", disk_arg, "--target", target_arg]);
+        std::fs::write(target.join("a"), pattern(51, 4 * MIB)).expect("write a");
+        let before = fs_bytes(&target);
+        home.lamina_ok(&["umount", disk_arg]);
+
+        // ext4 grows at once through a private loop device; XFS grows only
+        // mounted, so the next mount grows it.
+        home.lamina_ok(&["resize", disk_arg, "--size", "800M"]);
+        let pending = disk.join(serve::fs::GROW_PENDING_FILE).exists();
+        assert_eq!(pending, fs == FsType::Xfs, "{fs:?}: grow pending");
+        assert!(leftovers(home.path().to_str().unwrap()).is_empty());
+        if fs == FsType::Ext4 {
+            fsck(&home, &disk);
+        }
+
+        home.lamina_ok(&["mount", disk_arg, "--target", target_arg]);
+        let after = fs_bytes(&target);
+        assert!(
+            after > before + 400 * MIB,
+            "{fs:?} did not grow: {before} -> {after}"
+        );
+        assert!(
+            !disk.join(serve::fs::GROW_PENDING_FILE).exists(),
+            "{fs:?}: grow still pending after mount"
+        );
+        assert!(std::fs::read(target.join("a")).expect("read a") == pattern(51, 4 * MIB));
+        home.lamina_ok(&["umount", disk_arg]);
+        home.lamina_ok(&["check", disk_arg]);
+        assert!(leftovers(home.path().to_str().unwrap()).is_empty());
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lamina_engine::image::ops;
+use lamina_engine::image::{Access, Disk, ops};
 use lamina_engine::serve::{ControlRequest, ControlResponse};
 
 use super::route::{self, Route};
@@ -21,8 +21,9 @@ pub struct Args {
     pub size: Size,
 }
 
-/// Grows online through the server (which also grows the filesystem) or
-/// offline; shrinking works only offline.
+/// Grows online through the server, or offline, in both cases with the
+/// filesystem. Shrinking works only offline and leaves the filesystem as
+/// it is.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let size = args.size.0;
     match route::route(&args.disk)? {
@@ -36,8 +37,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 other => Err(route::unexpected("grow", &other)),
             }
         }
-        Route::Offline | Route::SnapshotMounted(_) => ops::resize(&args.disk, size)
-            .with_context(|| format!("resize {} to {size} bytes", args.disk.display())),
+        Route::Offline | Route::SnapshotMounted(_) => {
+            let current = Disk::open(&args.disk, Access::ReadOnly)?.virtual_size();
+            if size > current {
+                lamina_engine::serve::grow_offline(&args.disk, size)?;
+                return Ok(());
+            }
+            ops::resize(&args.disk, size)
+                .with_context(|| format!("resize {} to {size} bytes", args.disk.display()))
+        }
     }
 }
 

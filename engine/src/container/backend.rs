@@ -139,6 +139,13 @@ pub fn grow(disk: &Path, size: u64) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// Grows the unmounted image and its filesystem to `size` bytes, rounded
+/// up to whole clusters.
+pub fn grow_offline(disk: &Path, size: u64) -> Result<(), ContainerError> {
+    let size = size.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE;
+    serve::grow_offline(disk, size).map_err(ContainerError::backend(Stage::Resize))
+}
+
 /// Takes a snapshot; through the server when the image is mounted.
 pub fn snapshot(
     disk: &Path,

@@ -1,13 +1,12 @@
 //! `set`: change limits, disk size, hostname, name and boot flag.
 //!
-//! Limits and the hostname apply live to a running container; the disk
-//! grows online (a stopped container's image is mounted for the grow and
-//! unmounted again). `--save` writes the changed keys into the config, and
-//! only when every live change succeeded, as vzctl does.
+//! Limits and the hostname apply live to a running container. The disk
+//! and its filesystem grow online while the container is mounted, and
+//! offline through a private loop device otherwise. `--save` writes the
+//! changed keys into the config, and only when every live change
+//! succeeded, as vzctl does.
 
-use std::fs;
-
-use super::backend::{self, MountRequest, RunState};
+use super::backend::{self, RunState};
 use super::create::{parse_option_pair, validate_hostname};
 use super::ctid::{self, Ctid};
 use super::error::ContainerError;
@@ -244,18 +243,8 @@ fn grow_disk(container: &Container, space: &str) -> Result<(), ContainerError> {
     if container.is_mounted() {
         return backend::grow(&container.paths.disk, size);
     }
-    // A stopped container: mount the image for the online grow, then unmount.
     container.require_private()?;
-    let root = &container.paths.root;
-    fs::create_dir_all(root).map_err(ContainerError::io("create directory", root))?;
-    backend::mount(&MountRequest {
-        disk: &container.paths.disk,
-        target: root,
-        snapshot: None,
-    })?;
-    let grown = backend::grow(&container.paths.disk, size);
-    let unmounted = backend::umount(root, false);
-    grown.and(unmounted)
+    backend::grow_offline(&container.paths.disk, size)
 }
 
 #[cfg(test)]

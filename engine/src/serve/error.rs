@@ -120,6 +120,18 @@ pub enum ServeError {
         /// The end of its standard error.
         stderr: String,
     },
+    /// The disk grew but its filesystem did not; the next read-write
+    /// mount grows it.
+    #[error(
+        "the disk grew, but growing its {fs} filesystem online failed ({reason}); \
+         the next read-write mount grows it (online ext4 resize needs CAP_SYS_RESOURCE)"
+    )]
+    FsGrowDeferred {
+        /// The filesystem type.
+        fs: &'static str,
+        /// Why the online grow failed.
+        reason: String,
+    },
     /// The operation needs something this server does not have.
     #[error("{what} is not supported by this server")]
     Unsupported {
@@ -220,6 +232,7 @@ impl HasKind for ServeError {
             | ServeError::NoFreeLoop { .. } => ErrorKind::Busy,
             ServeError::Unsupported { .. } => ErrorKind::Unsupported,
             ServeError::Tool { .. }
+            | ServeError::FsGrowDeferred { .. }
             | ServeError::Protocol { .. }
             | ServeError::ServerExited { .. }
             | ServeError::Timeout { .. } => ErrorKind::Io,

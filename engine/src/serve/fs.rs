@@ -259,6 +259,65 @@ pub fn grow(device: &Path, target: &Path, fs: FsType) -> Result<(), ServeError> 
     run(&mut command)
 }
 
+/// Name of the file in a disk directory that records a grow of the disk
+/// whose filesystem has not grown yet. The next read-write mount grows the
+/// filesystem and removes the file.
+pub const GROW_PENDING_FILE: &str = "fs-grow-pending";
+
+/// Records that the filesystem on the disk in `disk_dir` must grow to fill
+/// the disk at the next read-write mount. The file is synced by name.
+pub fn mark_grow_pending(disk_dir: &Path) -> Result<(), ServeError> {
+    let path = disk_dir.join(GROW_PENDING_FILE);
+    let file = File::create(&path).map_err(|e| ServeError::io("create", &path, e))?;
+    file.sync_all()
+        .map_err(|e| ServeError::io("sync", &path, e))?;
+    sync_dir(disk_dir)
+}
+
+/// Returns whether a grow of the filesystem in `disk_dir` is pending.
+pub fn grow_pending(disk_dir: &Path) -> bool {
+    disk_dir.join(GROW_PENDING_FILE).exists()
+}
+
+/// Removes the record of a pending grow.
+pub fn clear_grow_pending(disk_dir: &Path) -> Result<(), ServeError> {
+    let path = disk_dir.join(GROW_PENDING_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => sync_dir(disk_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ServeError::io("remove", &path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ServeError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ServeError::io("sync", dir, e))
+}
+
+/// Grows an unmounted ext4 filesystem to fill `device`: a forced
+/// `e2fsck -p` first, because resize2fs refuses to grow an unmounted
+/// filesystem that was not checked since its last mount. Unlike the online
+/// resize, this needs no `CAP_SYS_RESOURCE`.
+pub fn grow_unmounted_ext4(device: &Path) -> Result<(), ServeError> {
+    let output = Command::new("e2fsck")
+        .arg("-fp")
+        .arg(device)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ServeError::io("run", "e2fsck", e))?;
+    // e2fsck exits 1 or 2 when it corrected errors, 4 and up when it could
+    // not.
+    if output.status.code().is_none_or(|code| code >= 4) {
+        return Err(ServeError::Tool {
+            program: "e2fsck".into(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    run(Command::new("resize2fs").arg(device))
+}
+
 /// Returns the usage of the filesystem mounted at `target`.
 pub fn usage(target: &Path) -> Result<FsUsage, ServeError> {
     let stat = nix::sys::statvfs::statvfs(target)

@@ -173,6 +173,64 @@ fn mkfs_attached(
     disk.flush().map_err(|e| ServeError::image("flush", e))
 }
 
+/// Grows the unmounted disk at `disk_dir` to `size` bytes, then its
+/// filesystem: ext4 here, through FUSE and a loop device in this process
+/// (e2fsck, then resize2fs). XFS grows only while mounted, so its grow is
+/// recorded and done by the next read-write mount, as is an ext4 grow that
+/// fails here. A disk without a filesystem only grows.
+pub fn grow_offline(disk_dir: &Path, size: u64) -> Result<(), ServeError> {
+    let disk = canonical_disk(disk_dir)?;
+    let opened =
+        Disk::open(&disk, Access::ReadWrite).map_err(|e| ServeError::image("open disk", e))?;
+    opened
+        .grow(size)
+        .map_err(|e| ServeError::image("grow disk", e))?;
+    opened.flush().map_err(|e| ServeError::image("flush", e))?;
+    fs::mark_grow_pending(&disk)?;
+    let opened = Arc::new(opened);
+
+    let run_root = runtime::ensure_runtime_dir()?;
+    let run_dir = run_root.join(format!(
+        "grow-{}-{}",
+        runtime::mount_id(&disk, None),
+        std::process::id()
+    ));
+    std::fs::create_dir(&run_dir).map_err(|e| ServeError::io("create", &run_dir, e))?;
+    let result = grow_fs_attached(&opened, &run_dir.join(runtime::EXPORT_FILE));
+    runtime::remove_run_dir(&run_dir);
+    let grown = result?;
+    if grown {
+        fs::clear_grow_pending(&disk)?;
+    }
+
+    match Arc::try_unwrap(opened) {
+        Ok(opened) => opened
+            .close()
+            .map_err(|e| ServeError::image("close disk", e)),
+        Err(_) => Err(ServeError::Unsupported {
+            what: "closing a disk that FUSE workers still hold".into(),
+        }),
+    }
+}
+
+/// Grows the ext4 filesystem on the attached disk, and returns whether the
+/// filesystem needs nothing more: false for XFS, which must be mounted.
+fn grow_fs_attached(disk: &Arc<Disk>, export: &Path) -> Result<bool, ServeError> {
+    let backend: Arc<dyn BlockBackend> = disk.clone();
+    let attachment = Attachment::attach(backend, export, false)?;
+    let grown = match fs::detect(attachment.device()) {
+        Ok(Some(FsType::Ext4)) => fs::grow_unmounted_ext4(attachment.device()).map(|()| true),
+        Ok(Some(FsType::Xfs)) => Ok(false),
+        Ok(None) => Ok(true),
+        Err(error) => Err(error),
+    };
+    let detached = attachment.detach(MKFS_DETACH_TIMEOUT);
+    let grown = grown?;
+    detached?;
+    disk.flush().map_err(|e| ServeError::image("flush", e))?;
+    Ok(grown)
+}
+
 /// Sends an online operation to the server of the disk at `disk_dir`.
 pub fn control(disk_dir: &Path, req: ControlRequest) -> Result<ControlResponse, ServeError> {
     let info = find(disk_dir)?.ok_or_else(|| ServeError::NotMounted {

@@ -281,6 +281,18 @@ fn block_signals() -> nix::Result<()> {
         .map(|_| ())
 }
 
+/// Logs the result of growing the filesystem at mount time and, on
+/// success, removes the record of the pending grow. A failure leaves the
+/// record for the next mount and does not stop this one.
+fn finish_grow(disk: &Path, grown: Result<(), ServeError>) {
+    match grown.and_then(|()| fs::clear_grow_pending(disk)) {
+        Ok(()) => tracing::info!(disk = %disk.display(), "filesystem grown to fill the disk"),
+        Err(error) => {
+            tracing::warn!(disk = %disk.display(), error = %error_chain(&error), "growing the filesystem at mount failed; the next mount tries again")
+        }
+    }
+}
+
 /// Mutable state of a running server, behind one lock: control requests
 /// run one at a time.
 struct State {
@@ -319,6 +331,10 @@ impl Server {
         let fs = fs::detect(&device)?.ok_or_else(|| ServeError::NoFilesystem {
             device: device.clone(),
         })?;
+        let grow_pending = !config.read_only && fs::grow_pending(&config.disk);
+        if grow_pending && fs == FsType::Ext4 {
+            finish_grow(&config.disk, fs::grow_unmounted_ext4(&device));
+        }
         fs::mount(
             &device,
             &config.target,
@@ -327,6 +343,9 @@ impl Server {
             config.fs_options.as_deref(),
         )?;
         let fs_guard = FsGuard(&config.target);
+        if grow_pending && fs == FsType::Xfs {
+            finish_grow(&config.disk, fs::grow(&device, &config.target, fs));
+        }
 
         let socket = config.run_dir.join(runtime::CONTROL_SOCKET);
         let listener =
@@ -543,8 +562,16 @@ impl Server {
         if seen != size {
             tracing::warn!(size, seen, "FUSE file size differs after grow");
         }
-        if state.fs_mounted {
-            fs::grow(&self.info.loop_device, &self.info.target, self.fs)?;
+        if state.fs_mounted
+            && let Err(error) = fs::grow(&self.info.loop_device, &self.info.target, self.fs)
+        {
+            let reason = error_chain(&error);
+            tracing::warn!(error = %reason, "online filesystem grow failed; the next mount grows it");
+            fs::mark_grow_pending(&self.info.disk)?;
+            return Err(ServeError::FsGrowDeferred {
+                fs: self.fs.name(),
+                reason,
+            });
         }
         tracing::info!(size, "disk grown");
         Ok(ControlResponse::Grown { size })
