@@ -64,6 +64,38 @@ fn info_reports_geometry() {
 }
 
 #[test]
+fn closed_stdout_does_not_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let home = Home::new();
+    let disk = home.disk("d", "64M");
+    // A 64 MiB read is far more than a pipe buffer, so the writer meets
+    // the closed pipe whatever the timing.
+    let verbs: [&[&str]; 3] = [
+        &["info", &disk],
+        &["snapshot-list", &disk],
+        &["read", &disk, "--offset", "0", "--length", "64M"],
+    ];
+    for args in verbs {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lamina"))
+            .args(args)
+            .env("LAMINA_HOME", home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lamina");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for lamina");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let quiet = output.status.success()
+            || output.status.signal() == Some(nix::sys::signal::Signal::SIGPIPE as i32);
+        assert!(quiet, "{args:?}: {:?}", output.status);
+    }
+}
+
+#[test]
 fn init_cluster_size_is_used() {
     let home = Home::new();
     let disk = home.join("d");

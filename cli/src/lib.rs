@@ -4,5 +4,6 @@
 pub mod exit;
 pub mod lamctl;
 pub mod lamina;
+pub mod pipe;
 pub mod size;
 pub mod table;

@@ -58,6 +58,9 @@ enum Command {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        lamina_cli::pipe::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Mount(args) => lamina::mount::run(args),
         Command::Umount(args) => lamina::umount::run(args),

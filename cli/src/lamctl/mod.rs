@@ -121,6 +121,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     init_logging(cli.verbose);
+    // The listings only print; exec and enter relay the container's I/O
+    // and handle a closed pipe themselves.
+    if matches!(
+        cli.command,
+        Command::List(_) | Command::Status(_) | Command::SnapshotList(_)
+    ) {
+        crate::pipe::default_sigpipe();
+    }
     let out = Output { quiet: cli.quiet };
     match dispatch(cli.command, out) {
         Ok(code) => code,
