@@ -93,6 +93,8 @@ fn bad_mounts_fail_cleanly() {
 
     home.lamina_ok(&["mount", disk_arg, "--target", target_arg]);
     assert_mount_fails(&home, &["mount", disk_arg, "--target", other_arg], 5, 1);
+    // Its own target is busy too, not merely a non-empty directory.
+    assert_mount_fails(&home, &["mount", disk_arg, "--target", target_arg], 5, 1);
     let output = home.lamina(&["umount", home.path().join("nothing").to_str().unwrap()]);
     assert_eq!(
         output.status.code(),

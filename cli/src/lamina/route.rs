@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use lamina_engine::error::ErrorKind;
 use lamina_engine::serve::{self, ControlRequest, ControlResponse, MountInfo, ServeError};
 
 /// The place a verb on a disk runs: the disk files or a server.
@@ -36,16 +37,20 @@ pub fn online(disk: &Path, request: ControlRequest) -> anyhow::Result<ControlRes
 /// Returns the busy error of an operation (such as "`lamina
 /// snapshot-switch`") that works only on an unmounted disk.
 pub fn reject_mounted(what: &str, info: MountInfo) -> anyhow::Error {
-    let disk = info.disk.clone();
-    anyhow::Error::new(ServeError::AlreadyMounted {
-        disk: info.disk,
-        target: info.target,
-        pid: info.pid,
+    let mounted = match &info.snapshot {
+        Some(snapshot) => format!("its snapshot {snapshot} is mounted"),
+        None => "it is mounted".to_string(),
+    };
+    anyhow::Error::new(ServeError::Server {
+        kind: ErrorKind::Busy,
+        message: format!(
+            "{what} works only on an unmounted disk, and {mounted} at {} (server {}); \
+             run `lamina umount {}` first",
+            info.target.display(),
+            info.pid,
+            info.target.display()
+        ),
     })
-    .context(format!(
-        "{what} works only on an unmounted disk; run `lamina umount {}` first",
-        disk.display()
-    ))
 }
 
 /// Rejects a mounted disk, or one with snapshot mounts, for an operation

@@ -169,11 +169,23 @@ pub fn check_with(
     run.check_temp()?;
     match store::load_descriptor(storage.as_ref(), dir) {
         Ok(descriptor) => run.check_disk(&descriptor)?,
-        Err(ImageError::Descriptor { source, .. }) => run.add(Finding::error(
-            Problem::DescriptorInvalid,
-            None,
-            source.to_string(),
-        )),
+        Err(ImageError::Descriptor { source, path }) => {
+            // The message names the cause too, such as the invalid number.
+            let mut message = source.to_string();
+            let mut cause = std::error::Error::source(&source);
+            while let Some(inner) = cause {
+                message = format!("{message}: {inner}");
+                cause = inner.source();
+            }
+            let file = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned());
+            run.add(Finding::error(
+                Problem::DescriptorInvalid,
+                file.as_deref(),
+                message,
+            ))
+        }
         Err(e) => return Err(e),
     }
     let result = run.result();

@@ -312,7 +312,7 @@ pub fn grow_unmounted_ext4(device: &Path) -> Result<(), ServeError> {
         return Err(ServeError::Tool {
             program: "e2fsck".into(),
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            stderr: last_lines(&String::from_utf8_lossy(&output.stderr), 3),
         });
     }
     run(Command::new("resize2fs").arg(device))
@@ -343,16 +343,36 @@ fn run(command: &mut Command) -> Result<(), ServeError> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: String = stderr
-        .trim()
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" / ");
     Err(ServeError::Tool {
         program,
         status: output.status.to_string(),
-        stderr: tail,
+        stderr: last_lines(&stderr, 3),
     })
+}
+
+/// Returns the last `count` non-empty lines of a tool's output in their
+/// order, joined with " / ", with tabs and runs of spaces squeezed.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(count)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_keep_order() {
+        let text = "banner 1.0\n\nfirst\tline\nsecond   line\nthird\n";
+        assert_eq!(last_lines(text, 3), "first line / second line / third");
+        assert_eq!(
+            last_lines(text, 10),
+            "banner 1.0 / first line / second line / third"
+        );
+        assert_eq!(last_lines("", 3), "");
+    }
 }

@@ -58,7 +58,6 @@ pub struct MountOptions {
 /// a mount of the top.
 pub fn mount(disk_dir: &Path, target: &Path, opts: &MountOptions) -> Result<MountInfo, ServeError> {
     let disk = canonical_disk(disk_dir)?;
-    let target = check_target(target)?;
     let snapshot = match &opts.snapshot {
         Some(id) => Some(
             resolve_snapshot(&disk, id)
@@ -71,7 +70,10 @@ pub fn mount(disk_dir: &Path, target: &Path, opts: &MountOptions) -> Result<Moun
     let run_root = runtime::ensure_runtime_dir()?;
     let id = runtime::mount_id(&disk, snapshot.as_deref());
     let run_dir = run_root.join(&id);
+    // Checked before the target, so that mounting a mounted disk again at
+    // its own target reports the mount, not a non-empty directory.
     check_not_mounted(&disk, &run_dir)?;
+    let target = check_target(target)?;
 
     let config = ServerConfig {
         disk,
