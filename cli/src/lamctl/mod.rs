@@ -121,8 +121,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     init_logging(cli.verbose);
-    // The listings only print; exec and enter relay the container's I/O
-    // and handle a closed pipe themselves.
+    // Only the listings: exec and enter relay the container's I/O, and a
+    // closed pipe must not kill them halfway.
     if matches!(
         cli.command,
         Command::List(_) | Command::Status(_) | Command::SnapshotList(_)
