@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::{self, ErrorKind as IoErrorKind};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -196,6 +197,12 @@ pub struct CgroupDir {
     pub controllers: Vec<String>,
     /// The group directory, `MOUNT/lamina/CTID`.
     pub path: PathBuf,
+    /// The inode number of the group directory that [`Cgroup::create`]
+    /// made, so that a later command can tell this group from one that
+    /// another start made at the same path. `None` in state files written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
 }
 
 /// The container's group across all hierarchies.
@@ -216,43 +223,57 @@ impl Cgroup {
                 version: h.version,
                 controllers: h.controllers.clone(),
                 path: h.mount.join(PARENT_GROUP).join(ctid),
+                ino: None,
             })
             .collect();
         Self { dirs }
     }
 
-    /// Creates the group and its payload subgroup in every hierarchy. v2
-    /// controllers are enabled on the way down, v1 cpusets get their
-    /// parent's CPUs and memory nodes, and v1 devices groups get the
-    /// container device list before the payload inherits it.
-    pub fn create(&self) -> Result<(), RuntimeError> {
-        for dir in &self.dirs {
-            let parent = parent_of(&dir.path)?;
-            let mount = parent_of(parent)?;
-            let payload = dir.path.join(PAYLOAD_GROUP);
-            create_dir(parent)?;
-            if dir.version == Version::V2 {
-                enable_controllers(mount, &dir.controllers)?;
-                enable_controllers(parent, &dir.controllers)?;
-            }
-            create_dir(&dir.path)?;
-            if dir.version == Version::V2 {
-                // Delegates the controllers to systemd inside.
-                enable_controllers(&dir.path, &dir.controllers)?;
-            }
-            if dir.version == Version::V1 && dir.has("cpuset") {
-                copy_cpuset(mount, parent)?;
-                copy_cpuset(parent, &dir.path)?;
-            }
-            if dir.version == Version::V1 && dir.has("devices") {
-                restrict_devices(&dir.path)?;
-            }
-            create_dir(&payload)?;
-            if dir.version == Version::V1 && dir.has("cpuset") {
-                copy_cpuset(&dir.path, &payload)?;
+    /// Creates the group and its payload subgroup in every hierarchy and
+    /// records the inode of each group directory. v2 controllers are
+    /// enabled on the way down, v1 cpusets get their parent's CPUs and
+    /// memory nodes, and v1 devices groups get the container device list
+    /// before the payload inherits it.
+    ///
+    /// The group directory must not exist yet: another start that made it
+    /// first owns it, and this one fails with [`RuntimeError::CgroupInUse`].
+    pub fn create(&mut self) -> Result<(), RuntimeError> {
+        for index in 0..self.dirs.len() {
+            if let Err(err) = self.dirs[index].create() {
+                // Leaves no half-made group behind.
+                for created in &self.dirs[..=index] {
+                    if created.ino.is_some() && created.is_owned() {
+                        let _ = remove_tree(&created.path);
+                    }
+                }
+                return Err(err);
             }
         }
         Ok(())
+    }
+
+    /// Returns whether every directory of the group is the one that
+    /// [`Cgroup::create`] recorded, or is gone. A directory without a
+    /// recorded inode, or with another inode, was made by another start
+    /// (after a reboot, or by another Lamina home that uses the same
+    /// CTID), so the group is not ours to kill or remove.
+    pub fn is_owned(&self) -> bool {
+        self.dirs.iter().all(CgroupDir::is_owned)
+    }
+
+    /// Returns the first group directory, in any hierarchy, that contains
+    /// processes (in it or in a subgroup), with their number.
+    pub fn populated(&self) -> Result<Option<(PathBuf, usize)>, RuntimeError> {
+        for dir in &self.dirs {
+            let mut pids = Vec::new();
+            collect_procs(&dir.path, &mut pids)?;
+            pids.sort_unstable();
+            pids.dedup();
+            if !pids.is_empty() {
+                return Ok(Some((dir.path.clone(), pids.len())));
+            }
+        }
+        Ok(None)
     }
 
     /// Returns the directory that carries `controller`; v1 wins over v2 as
@@ -402,6 +423,8 @@ impl Cgroup {
             .dirs
             .iter()
             .find(|d| d.version == Version::V1 && d.has("freezer"))
+            // A group that is already gone has nothing to freeze.
+            .filter(|d| d.path.is_dir())
             .map(|d| d.path.join("freezer.state"));
         if let Some(state) = &freezer {
             write_file(state, "FROZEN")?;
@@ -429,6 +452,48 @@ impl Cgroup {
 impl CgroupDir {
     fn has(&self, controller: &str) -> bool {
         self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// Creates this group directory and its payload subgroup; see
+    /// [`Cgroup::create`].
+    fn create(&mut self) -> Result<(), RuntimeError> {
+        let parent = parent_of(&self.path)?;
+        let mount = parent_of(parent)?;
+        let payload = self.path.join(PAYLOAD_GROUP);
+        create_dir(parent)?;
+        if self.version == Version::V2 {
+            enable_controllers(mount, &self.controllers)?;
+            enable_controllers(parent, &self.controllers)?;
+        }
+        self.ino = Some(create_group_dir(&self.path)?);
+        if self.version == Version::V2 {
+            // Delegates the controllers to systemd inside.
+            enable_controllers(&self.path, &self.controllers)?;
+        }
+        if self.version == Version::V1 && self.has("cpuset") {
+            copy_cpuset(mount, parent)?;
+            copy_cpuset(parent, &self.path)?;
+        }
+        if self.version == Version::V1 && self.has("devices") {
+            restrict_devices(&self.path)?;
+        }
+        create_dir(&payload)?;
+        if self.version == Version::V1 && self.has("cpuset") {
+            copy_cpuset(&self.path, &payload)?;
+        }
+        Ok(())
+    }
+
+    /// Returns whether the directory is the one [`CgroupDir::create`] made,
+    /// or is gone.
+    fn is_owned(&self) -> bool {
+        let Some(recorded) = self.ino else {
+            return false;
+        };
+        match fs::metadata(&self.path) {
+            Ok(meta) => meta.ino() == recorded,
+            Err(err) => err.kind() == IoErrorKind::NotFound,
+        }
     }
 }
 
@@ -681,6 +746,26 @@ fn read_u64(path: &Path) -> Result<u64, RuntimeError> {
 fn read(path: impl AsRef<Path>) -> Result<String, RuntimeError> {
     let path = path.as_ref();
     fs::read_to_string(path).map_err(|err| RuntimeError::io("read", path, err))
+}
+
+/// Creates the container's group directory, which must not exist, and
+/// returns its inode number.
+fn create_group_dir(path: &Path) -> Result<u64, RuntimeError> {
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == IoErrorKind::AlreadyExists => {
+            let mut pids = Vec::new();
+            collect_procs(path, &mut pids)?;
+            return Err(RuntimeError::CgroupInUse {
+                path: path.to_path_buf(),
+                nproc: pids.len(),
+            });
+        }
+        Err(err) => return Err(RuntimeError::io("create cgroup", path, err)),
+    }
+    fs::metadata(path)
+        .map(|meta| meta.ino())
+        .map_err(|err| RuntimeError::io("stat", path, err))
 }
 
 fn create_dir(path: &Path) -> Result<(), RuntimeError> {

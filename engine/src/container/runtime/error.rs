@@ -12,6 +12,16 @@ pub enum RuntimeError {
     #[error("container {ctid} is already running (init PID {init_pid})")]
     AlreadyRunning { ctid: String, init_pid: i32 },
 
+    /// The container's cgroup exists with processes that this start did
+    /// not put there, or another start made the cgroup first. The cgroup
+    /// path `lamina/CTID` is the same for every Lamina home on the host.
+    #[error(
+        "cgroup {} already has processes ({nproc}), so another Lamina home may run \
+         a container with this CTID",
+        path.display()
+    )]
+    CgroupInUse { path: PathBuf, nproc: usize },
+
     /// An operation needs a running container.
     #[error("container {ctid} is not running; start it first")]
     NotRunning { ctid: String },
@@ -101,7 +111,9 @@ impl RuntimeError {
 impl HasKind for RuntimeError {
     fn kind(&self) -> ErrorKind {
         match self {
-            RuntimeError::AlreadyRunning { .. } => ErrorKind::Busy,
+            RuntimeError::AlreadyRunning { .. } | RuntimeError::CgroupInUse { .. } => {
+                ErrorKind::Busy
+            }
             RuntimeError::NotRunning { .. } => ErrorKind::NotFound,
             RuntimeError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             RuntimeError::ControllerMissing { .. } => ErrorKind::Unsupported,

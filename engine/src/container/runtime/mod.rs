@@ -153,10 +153,15 @@ pub fn start(spec: &StartSpec) -> Result<Running, RuntimeError> {
 
     let layout = CgroupLayout::detect()?;
     raise_host_limits(&layout);
-    let cgroup = Cgroup::for_container(&layout, &spec.ctid);
+    let mut cgroup = Cgroup::for_container(&layout, &spec.ctid);
+    // This container is not running, so processes in its cgroup are not
+    // its own: another Lamina home may run a container with the same CTID.
+    // They are never killed here.
+    if let Some((path, nproc)) = cgroup.populated()? {
+        return Err(RuntimeError::CgroupInUse { path, nproc });
+    }
     if cgroup.exists() {
-        // A leftover of a crashed run: nothing of it may survive.
-        cgroup.kill_all(&LinuxSyscalls, KILL_WAIT)?;
+        // An empty leftover, such as the group of a start that crashed.
         cgroup.remove()?;
     }
     cgroup.create()?;
@@ -165,15 +170,7 @@ pub fn start(spec: &StartSpec) -> Result<Running, RuntimeError> {
     let running = match started {
         Ok(running) => running,
         Err(err) => {
-            let _ = cgroup.kill_all(&LinuxSyscalls, KILL_WAIT);
-            // An init that exited during boot may still be a zombie that
-            // the monitor has not reaped. The state file names it when
-            // launch got as far as writing one.
-            if let Ok(Some(state)) = State::load(&spec.state_dir) {
-                wait_reaped(&state);
-            }
-            let _ = cgroup.remove();
-            let _ = State::remove(&spec.state_dir);
+            fail_start(spec, &cgroup);
             return Err(err);
         }
     };
@@ -183,6 +180,26 @@ pub fn start(spec: &StartSpec) -> Result<Running, RuntimeError> {
 
 /// How long a kill of the whole cgroup may take.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Undoes a failed start: kills what it started and removes its cgroup
+/// and state file. A cgroup that another start replaced meanwhile is left
+/// alone.
+fn fail_start(spec: &StartSpec, cgroup: &Cgroup) {
+    if !cgroup.is_owned() {
+        tracing::warn!(ctid = %spec.ctid, "the cgroup was replaced during the failed start; leaving it alone");
+        let _ = State::remove(&spec.state_dir);
+        return;
+    }
+    let _ = cgroup.kill_all(&LinuxSyscalls, KILL_WAIT);
+    // An init that exited during boot may still be a zombie that the
+    // monitor has not reaped. The state file names it when launch got as
+    // far as writing one.
+    if let Ok(Some(state)) = State::load(&spec.state_dir) {
+        wait_reaped(&state);
+    }
+    let _ = cgroup.remove();
+    let _ = State::remove(&spec.state_dir);
+}
 
 fn launch(
     spec: &StartSpec,
@@ -427,8 +444,7 @@ fn wait_reaped(state: &State) {
 }
 
 /// Returns whether the container runs. A state file whose init is gone is
-/// cleaned up (leftover processes killed, cgroup removed) and reported as
-/// stopped.
+/// cleaned up and reported as stopped (see [`clean_stale`]).
 pub fn status(ctid: &str, state_dir: &Path) -> Result<Status, RuntimeError> {
     let Some(state) = running_state(ctid, state_dir)? else {
         return Ok(Status::Stopped);
@@ -453,14 +469,44 @@ fn running_state(ctid: &str, state_dir: &Path) -> Result<Option<State>, RuntimeE
     if state.init_alive() {
         return Ok(Some(state));
     }
+    clean_stale(&state, state_dir);
+    Ok(None)
+}
+
+/// Cleans up after a container whose init is gone, for example after a
+/// reboot (the state directory is on disk) or after init was killed.
+///
+/// The cgroup is killed and removed only when it is still the one that
+/// this container's start created: a group at the same path with another
+/// inode belongs to a later start, possibly in another Lamina home. Then
+/// the state file is removed, unless a start replaced it meanwhile. A
+/// failed step is logged and skipped: init is gone either way, so the
+/// container is stopped.
+fn clean_stale(state: &State, state_dir: &Path) {
     tracing::info!(
-        ctid,
+        ctid = %state.ctid,
         init_pid = state.init_pid,
         "init is gone; cleaning up the stale state"
     );
-    stop::stop(&LinuxSyscalls, &state, stop::Request::Kill, Duration::ZERO)?;
-    State::remove(state_dir)?;
-    Ok(None)
+    if state.cgroup.is_owned() {
+        if let Err(err) = stop::stop(&LinuxSyscalls, state, stop::Request::Kill, Duration::ZERO) {
+            tracing::warn!(ctid = %state.ctid, error = %err, "cleaning up the stale cgroup failed");
+        }
+    } else if state.cgroup.exists() {
+        tracing::warn!(
+            ctid = %state.ctid,
+            "the cgroup was not created by this container's last start; leaving it alone"
+        );
+    }
+    // Compare first: a start that ran meanwhile has written a new state.
+    match State::load(state_dir) {
+        Ok(Some(current)) if current == *state => {
+            if let Err(err) = State::remove(state_dir) {
+                tracing::warn!(ctid = %state.ctid, error = %err, "removing the stale state failed");
+            }
+        }
+        _ => {}
+    }
 }
 
 fn running(ctid: &str, state_dir: &Path) -> Result<State, RuntimeError> {

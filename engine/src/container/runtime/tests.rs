@@ -16,7 +16,7 @@ use super::state::State;
 use super::stop::{self, Request};
 use super::sys::{Call, MountCall, RecordingSyscalls};
 use super::sysctl::raise_inotify;
-use super::{InitKind, Limits, RuntimeError, validate_ctid, validate_hostname};
+use super::{InitKind, Limits, RuntimeError, Status, status, validate_ctid, validate_hostname};
 
 const PROC_CGROUPS: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
     cpuset\t3\t1\t1\ncpu\t1\t1\t1\ncpuacct\t2\t1\t1\nmemory\t4\t1\t1\n\
@@ -114,7 +114,7 @@ fn mountinfo_escapes_are_decoded() {
 #[test]
 fn v2_group_enables_controllers_and_applies_limits() {
     let (dir, layout) = fake_v2();
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     let mount = dir.path().join("cgroup");
     let group_dir = mount.join("lamina/101");
@@ -159,7 +159,7 @@ fn v2_group_enables_controllers_and_applies_limits() {
 #[test]
 fn v2_kill_uses_cgroup_kill_and_remove_deletes() {
     let (dir, layout) = fake_v2();
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     let group_dir = dir.path().join("cgroup/lamina/101");
     fs::write(group_dir.join("cgroup.kill"), "0").unwrap();
@@ -179,7 +179,7 @@ fn v2_kill_uses_cgroup_kill_and_remove_deletes() {
 #[test]
 fn v1_group_copies_cpuset_and_restricts_devices() {
     let (dir, layout) = fake_v1();
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     let cpuset = dir.path().join("cpuset/lamina/101");
     assert_eq!(read(&cpuset.join("cpuset.cpus")), "0-3");
@@ -195,7 +195,7 @@ fn v1_group_copies_cpuset_and_restricts_devices() {
 #[test]
 fn v1_limits_map_to_v1_files() {
     let (dir, layout) = fake_v1();
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     let memory = dir.path().join("memory/lamina/101");
     fs::write(
@@ -259,7 +259,7 @@ fn v1_memory_order_keeps_limit_below_memsw() {
 #[test]
 fn v1_kill_freezes_signals_and_thaws() {
     let (dir, layout) = fake_v1();
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     // The first directory (memory) is where processes are read.
     let memory = dir.path().join("memory/lamina/101");
@@ -279,6 +279,130 @@ fn v1_kill_freezes_signals_and_thaws() {
 }
 
 #[test]
+fn create_rejects_an_existing_group() {
+    let (dir, layout) = fake_v1();
+    let freezer = dir.path().join("freezer/lamina/101");
+    fs::create_dir_all(&freezer).unwrap();
+    fs::write(freezer.join("cgroup.procs"), "7\n8\n").unwrap();
+
+    let mut group = Cgroup::for_container(&layout, "101");
+    let err = group.create().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::CgroupInUse { ref path, nproc: 2 } if *path == freezer),
+        "{err}"
+    );
+    // The hierarchies before the freezer were created and are removed.
+    assert!(!dir.path().join("memory/lamina/101").exists());
+    assert!(
+        freezer.join("cgroup.procs").exists(),
+        "the other group was touched"
+    );
+}
+
+#[test]
+fn ownership_follows_the_recorded_inode() {
+    let (dir, layout) = fake_v2();
+    let mut group = Cgroup::for_container(&layout, "101");
+    assert!(!group.is_owned(), "a group that was never created is owned");
+    group.create().unwrap();
+    assert!(group.is_owned());
+
+    let mut other = group.clone();
+    other.dirs[0].ino = other.dirs[0].ino.map(|ino| ino + 1);
+    assert!(!other.is_owned(), "another inode is owned");
+    let mut unrecorded = group.clone();
+    unrecorded.dirs[0].ino = None;
+    assert!(!unrecorded.is_owned(), "a group without inode is owned");
+
+    group.remove().unwrap();
+    assert!(!dir.path().join("cgroup/lamina/101").exists());
+    assert!(group.is_owned(), "a removed group is nobody else's");
+}
+
+#[test]
+fn populated_checks_every_hierarchy() {
+    let (dir, layout) = fake_v1();
+    let mut group = Cgroup::for_container(&layout, "101");
+    assert_eq!(group.populated().unwrap(), None);
+    group.create().unwrap();
+    assert_eq!(group.populated().unwrap(), None);
+    let pids = dir.path().join("pids/lamina/101");
+    fs::write(pids.join("cgroup.procs"), "").unwrap();
+    fs::write(pids.join("ct/cgroup.procs"), "41\n42\n").unwrap();
+    assert_eq!(group.populated().unwrap(), Some((pids, 2)));
+}
+
+/// Writes a state whose init is gone (PIDs never reach `i32::MAX`) for
+/// `cgroup`.
+fn stale_state(state_dir: &Path, cgroup: Cgroup) -> State {
+    let state = State {
+        ctid: "101".into(),
+        init_pid: i32::MAX,
+        start_time: 1,
+        monitor_pid: i32::MAX,
+        cgroup,
+    };
+    state.save(state_dir).unwrap();
+    state
+}
+
+#[test]
+fn stale_state_with_missing_cgroup_is_stopped() {
+    let (dir, layout) = fake_v1();
+    let state_dir = dir.path().join("state");
+    fs::create_dir(&state_dir).unwrap();
+    // As after a reboot: the group is gone, the freezer with it.
+    let mut group = Cgroup::for_container(&layout, "101");
+    group.create().unwrap();
+    group.remove().unwrap();
+    stale_state(&state_dir, group.clone());
+
+    assert_eq!(status("101", &state_dir).unwrap(), Status::Stopped);
+    assert_eq!(State::load(&state_dir).unwrap(), None);
+
+    // A state written before inodes were recorded is cleaned up as well.
+    let mut old = group;
+    for dir in &mut old.dirs {
+        dir.ino = None;
+    }
+    stale_state(&state_dir, old);
+    assert_eq!(status("101", &state_dir).unwrap(), Status::Stopped);
+    assert_eq!(State::load(&state_dir).unwrap(), None);
+}
+
+#[test]
+fn stale_state_removes_only_its_own_cgroup() {
+    let (dir, layout) = fake_v2();
+    let state_dir = dir.path().join("state");
+    fs::create_dir(&state_dir).unwrap();
+    let group_dir = dir.path().join("cgroup/lamina/101");
+
+    let mut own = Cgroup::for_container(&layout, "101");
+    own.create().unwrap();
+    fs::write(group_dir.join("cgroup.kill"), "0").unwrap();
+    stale_state(&state_dir, own.clone());
+    assert_eq!(status("101", &state_dir).unwrap(), Status::Stopped);
+    assert!(!group_dir.exists(), "the stale group was left behind");
+    assert_eq!(State::load(&state_dir).unwrap(), None);
+
+    // Another start (another Lamina home) made the group at this path.
+    let mut foreign = Cgroup::for_container(&layout, "101");
+    foreign.create().unwrap();
+    fs::write(group_dir.join("cgroup.procs"), "").unwrap();
+    fs::write(group_dir.join("ct/cgroup.procs"), "4242\n").unwrap();
+    let mut recorded = foreign.clone();
+    recorded.dirs[0].ino = recorded.dirs[0].ino.map(|ino| ino + 1);
+    stale_state(&state_dir, recorded);
+    assert_eq!(status("101", &state_dir).unwrap(), Status::Stopped);
+    assert_eq!(read(&group_dir.join("ct/cgroup.procs")), "4242");
+    assert!(
+        !group_dir.join("cgroup.kill").exists(),
+        "the other group was killed"
+    );
+    assert_eq!(State::load(&state_dir).unwrap(), None);
+}
+
+#[test]
 fn limit_without_controller_fails() {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("pids");
@@ -288,7 +412,7 @@ fn limit_without_controller_fails() {
         mount.display()
     );
     let layout = CgroupLayout::parse(&mountinfo, PROC_CGROUPS);
-    let group = Cgroup::for_container(&layout, "101");
+    let mut group = Cgroup::for_container(&layout, "101");
     group.create().unwrap();
     group.apply(&Limits::default()).unwrap();
     let limits = Limits {
@@ -429,7 +553,7 @@ fn prepare_root_without_console_or_cgroup2() {
 }
 
 fn stopped_state(dir: &Path, layout: &CgroupLayout) -> State {
-    let group = Cgroup::for_container(layout, "101");
+    let mut group = Cgroup::for_container(layout, "101");
     group.create().unwrap();
     let group_dir = dir.join("cgroup/lamina/101");
     fs::write(group_dir.join("cgroup.procs"), "").unwrap();
