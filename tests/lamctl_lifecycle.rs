@@ -271,6 +271,9 @@ fn running_container_rejects_start_destroy_umount() {
 
     home.ok(&["stop", "--fast", "71002"]);
     assert_eq!(home.fails(&["exec", "71002", "true"]).0, 31);
+    let output = home.lamctl(&["enter", "71002"]);
+    assert_eq!(output.status.code(), Some(31));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
     home.assert_clean();
 }
 

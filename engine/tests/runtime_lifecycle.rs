@@ -392,7 +392,14 @@ fn enter_relays_a_pty_and_window_size() {
     let script = "stty size; tty; read line; stty size; exit 5";
     let session = std::thread::spawn(move || {
         let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
-        runtime::enter_on(&ctid, &state_dir, Some(&argv), slave.as_fd(), slave.as_fd())
+        runtime::enter_on(
+            &ctid,
+            &state_dir,
+            Some(&argv),
+            slave.as_fd(),
+            slave.as_fd(),
+            &mut || {},
+        )
     });
 
     let mut output = String::new();
@@ -542,7 +549,14 @@ fn enter_defaults_to_login_shell() {
     let state_dir = fixture.state_dir();
     let slave = pty.slave;
     let session = std::thread::spawn(move || {
-        runtime::enter_on(&ctid, &state_dir, None, slave.as_fd(), slave.as_fd())
+        runtime::enter_on(
+            &ctid,
+            &state_dir,
+            None,
+            slave.as_fd(),
+            slave.as_fd(),
+            &mut || {},
+        )
     });
     nix::unistd::write(&pty.master, b"echo shell=$0 home=$HOME; exit 7\r").unwrap();
     let mut output = String::new();

@@ -17,8 +17,8 @@ pub struct Args {
 
 pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerError> {
     let ctid = resolve(layout, &args.ctid)?;
-    out.say(format_args!("entered into CT {ctid}"));
-    let status = exec::enter(layout, ctid, args.exec.as_deref())?;
+    let mut entered = || out.say(format_args!("entered into CT {ctid}"));
+    let status = exec::enter(layout, ctid, args.exec.as_deref(), &mut entered)?;
     out.say(format_args!("exited from CT {ctid}"));
     Ok(status)
 }

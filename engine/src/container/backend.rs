@@ -341,13 +341,15 @@ pub fn exec(ctid: Ctid, state_dir: &Path, argv: &[String]) -> Result<i32, Contai
 }
 
 /// Opens a login shell inside the container on a new pty, or runs
-/// `command` there. Returns the exit status.
+/// `command` there; `on_entered` runs once the shell has joined the
+/// container. Returns the exit status.
 pub fn enter(
     ctid: Ctid,
     state_dir: &Path,
     command: Option<&[String]>,
+    on_entered: &mut dyn FnMut(),
 ) -> Result<i32, ContainerError> {
-    runtime::enter(&ctid.to_string(), state_dir, command)
+    runtime::enter(&ctid.to_string(), state_dir, command, on_entered)
         .map_err(ContainerError::backend(Stage::Exec))
 }
 

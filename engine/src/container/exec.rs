@@ -44,15 +44,17 @@ pub fn exec(layout: &Layout, ctid: Ctid, args: &[String]) -> Result<i32, Contain
 }
 
 /// Opens a login shell in container `ctid` on a new pty, or runs
-/// `command` there through `/bin/sh -c`.
+/// `command` there through `/bin/sh -c`. `on_entered` runs once the shell
+/// has joined the container, before any of its output is relayed.
 pub fn enter(
     layout: &Layout,
     ctid: Ctid,
     command: Option<&[String]>,
+    on_entered: &mut dyn FnMut(),
 ) -> Result<i32, ContainerError> {
     let container = running(layout, ctid)?;
     let argv = command.map(shell_argv);
-    backend::enter(ctid, &container.state_dir(), argv.as_deref())
+    backend::enter(ctid, &container.state_dir(), argv.as_deref(), on_entered)
 }
 
 #[cfg(test)]

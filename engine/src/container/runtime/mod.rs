@@ -547,16 +547,25 @@ fn exec_state(state: &State, argv: &[String], opts: &ExecOptions<'_>) -> Result<
 }
 
 /// Opens a login shell (or runs `command`) inside the container on a new
-/// pty, relaying the caller's terminal in raw mode. Returns the exit
-/// status as [`exec`] does.
+/// pty, relaying the caller's terminal in raw mode. Calls `on_entered`
+/// once the shell's process has joined the container, before the relay
+/// starts. Returns the exit status as [`exec`] does.
 pub fn enter(
     ctid: &str,
     state_dir: &Path,
     command: Option<&[String]>,
+    on_entered: &mut dyn FnMut(),
 ) -> Result<i32, RuntimeError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    enter_on(ctid, state_dir, command, stdin.as_fd(), stdout.as_fd())
+    enter_on(
+        ctid,
+        state_dir,
+        command,
+        stdin.as_fd(),
+        stdout.as_fd(),
+        on_entered,
+    )
 }
 
 /// Runs [`enter`] on explicit terminal fds: `input` is put in raw mode when
@@ -567,6 +576,7 @@ pub fn enter_on(
     command: Option<&[String]>,
     input: BorrowedFd<'_>,
     output: BorrowedFd<'_>,
+    on_entered: &mut dyn FnMut(),
 ) -> Result<i32, RuntimeError> {
     let state = running(ctid, state_dir)?;
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".to_string());
@@ -601,10 +611,12 @@ pub fn enter_on(
     enter::copy_winsize(input.as_raw_fd(), master.as_raw_fd());
     let target = Target::open(&state, None, drop_caps(&state))?;
     enter::watch_resize()?;
-    let raw_mode = enter::RawMode::enable(input);
     let joined = join::run(&target, &command, Terminal::Pty(slave.as_raw_fd()));
     drop(slave);
     let joined = joined?;
+    // Before raw mode, so that a message printed here ends its line.
+    on_entered();
+    let raw_mode = enter::RawMode::enable(input);
     let relayed = enter::relay(input, output, &master);
     drop(raw_mode);
     let status = joined.wait(&state.ctid, &command.name, None)?;
