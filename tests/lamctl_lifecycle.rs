@@ -227,15 +227,34 @@ fn running_container_rejects_start_destroy_umount() {
     );
     let before = home.files();
 
-    for (args, code) in [
-        (&["start", "71002"][..], 32),
-        (&["destroy", "71002"], 32),
-        (&["umount", "71002"], 32),
+    for (args, code, message) in [
+        (
+            &["start", "71002"][..],
+            32,
+            "Container is already running\n",
+        ),
+        (
+            &["destroy", "71002"],
+            32,
+            "Container 71002 is running -- stop it first\n",
+        ),
+        (
+            &["umount", "71002"],
+            32,
+            "Container 71002 is running -- stop it first\n",
+        ),
     ] {
         let (actual, stderr) = home.fails(args);
         assert_eq!(actual, code, "lamctl {args:?}: {stderr}");
+        assert!(stderr.ends_with(message), "lamctl {args:?}: {stderr}");
         assert_eq!(home.files(), before, "lamctl {args:?} changed the home");
     }
+
+    // A limit the kernel refuses names the OS error.
+    let (code, stderr) = home.fails(&["set", "71002", "--ram", "4K"]);
+    assert_eq!(code, 109, "{stderr}");
+    assert!(stderr.contains("memory"), "{stderr}");
+    assert!(stderr.contains("(os error "), "{stderr}");
     assert_eq!(
         home.ok(&["status", "71002"]),
         "CTID 71002 exist mounted running\n"
@@ -302,4 +321,188 @@ fn enter_uses_pty_with_window_size() {
 
     home.ok(&["stop", "--fast", "71003"]);
     home.assert_clean();
+}
+
+/// Reads a JSON file.
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Returns the container's runtime state file.
+fn state_file(home: &Home, ctid: &str) -> PathBuf {
+    home.path()
+        .join("run/containers")
+        .join(ctid)
+        .join("state.json")
+}
+
+/// Kills init with SIGKILL and waits until the monitor has reaped it.
+fn kill_init(home: &Home, ctid: &str) {
+    let pid = init_pid(home, ctid);
+    let start = start_time(pid).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if !process_alive(pid, start) && start_time(pid) != Some(start) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("init {pid} was not reaped");
+}
+
+/// Kills the image servers of the home with SIGKILL, leaving their mounts,
+/// loop devices and runtime files behind, as a crash or a reboot does.
+fn kill_servers(home: &Home) {
+    for entry in fs::read_dir(home.path().join("run")).unwrap().flatten() {
+        let state = entry.path().join("state.json");
+        if entry.file_name() == "containers" || !state.is_file() {
+            continue;
+        }
+        let pid = read_json(&state)["pid"].as_i64().unwrap();
+        let pid = i32::try_from(pid).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_dead(pid);
+    }
+}
+
+/// Waits until `pid` has exited (is gone or a zombie).
+fn wait_dead(pid: i32) {
+    for _ in 0..400 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+        if !matches!(state, Some(c) if c != 'Z' && c != 'X') {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("process {pid} survived SIGKILL");
+}
+
+/// Removes an empty cgroup directory, as a reboot does; the kernel may
+/// report it busy for a moment after its last process exited.
+fn remove_cgroup(group: &Path) {
+    let _ = fs::remove_dir(group.join("ct"));
+    for _ in 0..200 {
+        match fs::remove_dir(group) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => panic!("rmdir {group:?}: {e}"),
+        }
+    }
+    panic!("cgroup {group:?} stayed busy");
+}
+
+/// Returns the container's cgroup directories from its state file.
+fn cgroup_dirs(home: &Home, ctid: &str) -> Vec<PathBuf> {
+    let state = read_json(&state_file(home, ctid));
+    state["cgroup"]["dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PathBuf::from(d["path"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn stale_state_shows_down() {
+    let home = Home::new();
+    home.create("71004", &[]);
+    home.ok(&["start", "71004"]);
+
+    // Init died: the state file names a dead init, the cgroup is empty.
+    let groups = cgroup_dirs(&home, "71004");
+    kill_init(&home, "71004");
+    assert_eq!(
+        home.ok(&["status", "71004"]),
+        "CTID 71004 exist mounted down\n"
+    );
+    assert!(!state_file(&home, "71004").exists(), "stale state kept");
+    for group in &groups {
+        assert!(!group.exists(), "{group:?} kept");
+    }
+    let output = home.lamctl(&["stop", "71004"]);
+    assert_eq!(output.status.code(), Some(0));
+    // Then the image server died too: umount removes what it left.
+    kill_servers(&home);
+    home.ok(&["umount", "71004"]);
+    assert_eq!(
+        home.ok(&["status", "71004"]),
+        "CTID 71004 exist unmounted down\n"
+    );
+    home.assert_clean();
+
+    // As after a reboot: init, monitor and image server are gone, and so
+    // is the cgroup, but the state files under LAMINA_HOME/run remain.
+    home.ok(&["start", "71004"]);
+    let groups = cgroup_dirs(&home, "71004");
+    kill_init(&home, "71004");
+    kill_servers(&home);
+    for group in &groups {
+        remove_cgroup(group);
+    }
+    let listed = home.ok(&["list", "-a", "-H", "-o", "ctid,status"]);
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        ["71004", "stopped"]
+    );
+    assert_eq!(
+        home.ok(&["status", "71004"]),
+        "CTID 71004 exist unmounted down\n"
+    );
+    assert!(!state_file(&home, "71004").exists(), "stale state kept");
+    home.assert_clean();
+
+    home.ok(&["start", "71004"]);
+    assert_eq!(
+        home.ok(&["status", "71004"]),
+        "CTID 71004 exist mounted running\n"
+    );
+    home.ok(&["stop", "71004"]);
+    home.assert_clean();
+}
+
+#[test]
+fn same_ctid_in_another_home_is_32() {
+    let first = Home::new();
+    let second = Home::new();
+    first.create("71005", &[]);
+    second.create("71005", &[]);
+    first.ok(&["start", "71005"]);
+    let pid = init_pid(&first, "71005");
+    let start = start_time(pid).unwrap();
+
+    let (code, stderr) = second.fails(&["start", "71005"]);
+    assert_eq!(code, 32, "{stderr}");
+    assert!(stderr.contains("lamina/71005"), "{stderr}");
+    assert!(stderr.contains("another Lamina home"), "{stderr}");
+    assert!(
+        process_alive(pid, start),
+        "the other home's init was killed"
+    );
+    assert_eq!(
+        first.ok(&["status", "71005"]),
+        "CTID 71005 exist mounted running\n"
+    );
+    assert_eq!(
+        second.ok(&["status", "71005"]),
+        "CTID 71005 exist unmounted down\n"
+    );
+    second.assert_clean();
+
+    first.ok(&["stop", "71005"]);
+    second.ok(&["start", "71005"]);
+    second.ok(&["stop", "71005"]);
+    first.assert_clean();
+    second.assert_clean();
 }

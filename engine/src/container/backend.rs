@@ -131,6 +131,56 @@ pub fn has_any_mount(disk: &Path) -> bool {
     serve::list().is_ok_and(|mounts| mounts.iter().any(|m| m.disk == disk))
 }
 
+/// A read-only mount of one snapshot of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMount {
+    /// The snapshot.
+    pub id: Uuid,
+    /// The mount point.
+    pub target: PathBuf,
+    /// Whether its image server runs; a dead one left only leftovers.
+    pub running: bool,
+}
+
+/// Returns the snapshot mounts of the image, live or left by a dead
+/// server.
+pub fn snapshot_mounts(disk: &Path) -> Vec<SnapshotMount> {
+    let Ok(disk) = disk.canonicalize() else {
+        return Vec::new();
+    };
+    let mounts = serve::list().unwrap_or_default();
+    mounts
+        .into_iter()
+        .filter(|m| m.disk == disk)
+        .filter_map(|m| {
+            let id = Uuid::parse_str(m.snapshot.as_deref()?).ok()?;
+            Some(SnapshotMount {
+                id,
+                target: m.target,
+                running: m.running,
+            })
+        })
+        .collect()
+}
+
+/// Returns the mount point of the image's top whose server has died, if
+/// such leftovers are recorded (after a reboot or a crash of the server).
+pub fn dead_mount(disk: &Path) -> Option<PathBuf> {
+    let disk = disk.canonicalize().ok()?;
+    let mounts = serve::list().ok()?;
+    mounts
+        .into_iter()
+        .find(|m| m.disk == disk && m.snapshot.is_none() && !m.running)
+        .map(|m| m.target)
+}
+
+/// Returns the virtual size of the image in bytes, from its descriptor.
+pub fn image_size(disk: &Path) -> Result<u64, ContainerError> {
+    let descriptor = image::store::load_descriptor(&image::io::RealStorage, disk)
+        .map_err(ContainerError::backend(Stage::Resize))?;
+    Ok(descriptor.virtual_size)
+}
+
 /// Grows the mounted image and its filesystem to `size` bytes.
 pub fn grow(disk: &Path, size: u64) -> Result<(), ContainerError> {
     let size = size.div_ceil(CLUSTER_SIZE) * CLUSTER_SIZE;
@@ -300,7 +350,14 @@ pub fn start(request: &StartRequest<'_>) -> Result<(), ContainerError> {
     spec.hostname = request.hostname.map(str::to_string);
     spec.limits = limits_of(&request.resources);
     spec.wait = request.wait;
-    runtime::start(&spec).map_err(ContainerError::backend(Stage::Start))?;
+    let ctid = request.ctid.get();
+    runtime::start(&spec).map_err(|err| match err {
+        runtime::RuntimeError::AlreadyRunning { .. } => ContainerError::AlreadyRunning { ctid },
+        runtime::RuntimeError::CgroupInUse { path, nproc } => {
+            ContainerError::CgroupInUse { ctid, path, nproc }
+        }
+        other => ContainerError::backend(Stage::Start)(other),
+    })?;
     Ok(())
 }
 
@@ -323,10 +380,17 @@ pub fn stop(ctid: Ctid, state_dir: &Path, timeout: u64, fast: bool) -> Result<()
         .map_err(ContainerError::backend(Stage::Stop))
 }
 
-/// Returns whether the container runs.
+/// Returns whether the runtime has a state file for the container; a
+/// stopped container has none, unless its init died without a stop.
+pub fn has_run_state(state_dir: &Path) -> bool {
+    runtime::state::State::path(state_dir).exists()
+}
+
+/// Returns whether the container runs. A state whose init is gone is
+/// removed, and the container reported stopped.
 pub fn status(ctid: Ctid, state_dir: &Path) -> Result<RunState, ContainerError> {
     let status = runtime::status(&ctid.to_string(), state_dir)
-        .map_err(ContainerError::backend(Stage::Start))?;
+        .map_err(ContainerError::backend(Stage::Status))?;
     Ok(match status {
         runtime::Status::Running { init_pid, nproc } => RunState::Running { init_pid, nproc },
         runtime::Status::Stopped => RunState::Stopped,

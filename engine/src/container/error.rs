@@ -78,7 +78,10 @@ pub enum ContainerError {
     ConfigExists { path: PathBuf },
 
     /// Neither the command line nor the config names an OS template.
-    #[error("OS template is not specified: pass --ostemplate NAME")]
+    #[error(
+        "OS template is not specified: pass --ostemplate NAME or set DEF_OSTEMPLATE in the \
+         global config"
+    )]
     TemplateNotSpecified,
 
     /// The template cache has no tarball for the template.
@@ -113,6 +116,24 @@ pub enum ContainerError {
     #[error("Container {ctid} is running -- stop it first")]
     Running { ctid: u32 },
 
+    /// A start of a running container.
+    #[error("Container is already running")]
+    AlreadyRunning { ctid: u32 },
+
+    /// Processes that are not this container's are in its cgroup. Cgroup
+    /// paths are the same for every Lamina home.
+    #[error(
+        "Unable to start container {ctid}: its cgroup {} already has processes ({nproc}), \
+         so another Lamina home may run a container with this CTID. Stop that container \
+         or use another CTID",
+        path.display()
+    )]
+    CgroupInUse {
+        ctid: u32,
+        path: PathBuf,
+        nproc: usize,
+    },
+
     /// The container must be mounted for this command.
     #[error("Container {ctid} is not mounted")]
     NotMounted { ctid: u32 },
@@ -120,6 +141,18 @@ pub enum ContainerError {
     /// The container must be unmounted for this command.
     #[error("Container {ctid} is mounted -- umount it first")]
     Mounted { ctid: u32 },
+
+    /// A snapshot mount keeps the container's image open.
+    #[error(
+        "Snapshot {id} of container {ctid} is mounted at {} -- run \
+         `lamctl snapshot-umount {ctid} --id {id}` first",
+        target.display()
+    )]
+    SnapshotMounted {
+        ctid: u32,
+        id: String,
+        target: PathBuf,
+    },
 
     /// A hostname is not a valid DNS name.
     #[error("Bad hostname {hostname:?}: use letters, digits, '-' and '.', at most 253 characters")]
@@ -149,6 +182,22 @@ pub enum ContainerError {
     /// The snapshot ID is not known to the container's disk.
     #[error("Snapshot {id} not found: run snapshot-list for the IDs")]
     SnapshotNotFound { id: String },
+
+    /// A mount of a snapshot that is mounted already.
+    #[error(
+        "Snapshot {id} is already mounted at {} -- run \
+         `lamctl snapshot-umount {ctid} --id {id}` first",
+        target.display()
+    )]
+    SnapshotAlreadyMounted {
+        ctid: u32,
+        id: String,
+        target: PathBuf,
+    },
+
+    /// An unmount of a snapshot that is not mounted.
+    #[error("Snapshot {id} is not mounted")]
+    SnapshotNotMounted { id: String },
 
     /// A networking option or step failed.
     #[error(transparent)]
@@ -187,6 +236,8 @@ pub enum Stage {
     SnapshotUmount,
     /// Listing snapshots.
     SnapshotList,
+    /// Reading whether the container runs.
+    Status,
 }
 
 impl std::fmt::Display for Stage {
@@ -206,6 +257,7 @@ impl std::fmt::Display for Stage {
             Stage::SnapshotMount => "Mounting the snapshot",
             Stage::SnapshotUmount => "Unmounting the snapshot",
             Stage::SnapshotList => "Listing snapshots",
+            Stage::Status => "Reading the container's run state",
         };
         f.write_str(text)
     }
@@ -218,12 +270,14 @@ impl ContainerError {
         move |source| ContainerError::Io { op, path, source }
     }
 
-    /// Wraps an error of another engine module that failed in `stage`.
-    pub fn backend<E: HasKind + std::fmt::Display>(stage: Stage) -> impl FnOnce(E) -> Self {
+    /// Wraps an error of another engine module that failed in `stage`. The
+    /// message carries the error's causes, such as the OS error of a failed
+    /// system call.
+    pub fn backend<E: HasKind + std::error::Error>(stage: Stage) -> impl FnOnce(E) -> Self {
         move |err| ContainerError::Backend {
             stage,
             kind: err.kind(),
-            message: err.to_string(),
+            message: with_causes(&err),
         }
     }
 
@@ -247,16 +301,29 @@ impl ContainerError {
             E::PrivateMissing { .. } => 43,
             E::Locked { .. } => 9,
             E::NotRunning { .. } => 31,
-            E::Running { .. } => 32,
+            E::Running { .. } | E::AlreadyRunning { .. } | E::CgroupInUse { .. } => 32,
             E::NotMounted { .. } => 40,
-            E::Mounted { .. } => 41,
+            E::Mounted { .. } | E::SnapshotMounted { .. } => 41,
             E::BadHostname { .. } => 70,
             E::Io { .. } => 3,
             E::Backend { stage, .. } => stage_exit_code(*stage),
-            E::SnapshotNotFound { .. } => 21,
+            E::SnapshotNotFound { .. } | E::SnapshotNotMounted { .. } => 21,
+            E::SnapshotAlreadyMounted { .. } => 160,
             E::Net(err) => err.exit_code(),
         }
     }
+}
+
+/// Formats an error and its chain of causes: `error: cause: cause`.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn stage_exit_code(stage: Stage) -> i32 {
@@ -275,6 +342,7 @@ fn stage_exit_code(stage: Stage) -> i32 {
         Stage::SnapshotMount => 160,
         Stage::SnapshotUmount => 161,
         Stage::SnapshotList => 167,
+        Stage::Status => 3,
     }
 }
 
@@ -300,11 +368,18 @@ impl HasKind for ContainerError {
             | E::PrivateMissing { .. }
             | E::NotRunning { .. }
             | E::NotMounted { .. }
-            | E::SnapshotNotFound { .. } => ErrorKind::NotFound,
+            | E::SnapshotNotFound { .. }
+            | E::SnapshotNotMounted { .. } => ErrorKind::NotFound,
             E::NameInUse { .. } | E::ConfigExists { .. } | E::PrivateExists { .. } => {
                 ErrorKind::AlreadyExists
             }
-            E::Locked { .. } | E::Running { .. } | E::Mounted { .. } => ErrorKind::Busy,
+            E::Locked { .. }
+            | E::Running { .. }
+            | E::AlreadyRunning { .. }
+            | E::CgroupInUse { .. }
+            | E::Mounted { .. }
+            | E::SnapshotMounted { .. }
+            | E::SnapshotAlreadyMounted { .. } => ErrorKind::Busy,
             E::Io { .. } | E::CreateCancelled { .. } => ErrorKind::Io,
             E::Backend { kind, .. } => *kind,
             E::Net(err) => err.kind(),

@@ -54,8 +54,34 @@ impl Container {
     }
 
     /// Returns whether the container runs.
+    ///
+    /// A state file whose init is gone (after a reboot, or when init died)
+    /// is removed. If the image server of the root mount died as well, its
+    /// leftovers are removed too, so the container shows as down and
+    /// unmounted. Failures of that cleanup are logged, not returned.
     pub fn run_state(&self) -> Result<RunState, ContainerError> {
-        backend::status(self.ctid, &self.state_dir())
+        let state_dir = self.state_dir();
+        let had_state = backend::has_run_state(&state_dir);
+        let state = backend::status(self.ctid, &state_dir)?;
+        if had_state
+            && state == RunState::Stopped
+            && let Err(err) = self.clean_dead_root_mount()
+        {
+            tracing::warn!(ctid = %self.ctid, error = %err, "cleaning up the root mount of a dead image server failed");
+        }
+        Ok(state)
+    }
+
+    /// Removes what a dead image server left of the root mount (the mount,
+    /// the loop device, its runtime files) through the image layer's forced
+    /// unmount. Returns whether there was such a mount.
+    pub fn clean_dead_root_mount(&self) -> Result<bool, ContainerError> {
+        let Some(target) = backend::dead_mount(&self.paths.disk) else {
+            return Ok(false);
+        };
+        tracing::info!(ctid = %self.ctid, target = %target.display(), "removing the mount of a dead image server");
+        backend::umount(&target, true)?;
+        Ok(true)
     }
 
     /// Returns whether the container's root is mounted.

@@ -11,6 +11,7 @@ use super::layout::Layout;
 use super::lock::CtLock;
 use super::net;
 use super::rootfs;
+use super::snapshot;
 
 /// The result of `mount` and `stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub fn mount(layout: &Layout, ctid: Ctid) -> Result<Outcome, ContainerError> {
     let _lock = CtLock::acquire(layout, ctid)?;
     let container = Container::load(layout, ctid)?;
     container.require_private()?;
+    // A dead server's mount is no mount, and its leftovers would make the
+    // image server refuse a new one.
+    container.clean_dead_root_mount()?;
     if container.is_mounted() {
         return Ok(Outcome::AlreadyDone);
     }
@@ -51,6 +55,9 @@ pub fn umount(layout: &Layout, ctid: Ctid) -> Result<(), ContainerError> {
     if matches!(container.run_state()?, RunState::Running { .. }) {
         return Err(ContainerError::Running { ctid: ctid.get() });
     }
+    if container.clean_dead_root_mount()? {
+        return Ok(());
+    }
     if !container.is_mounted() {
         return Err(ContainerError::NotMounted { ctid: ctid.get() });
     }
@@ -63,13 +70,14 @@ pub fn start(layout: &Layout, ctid: Ctid, wait: bool) -> Result<(), ContainerErr
     let container = Container::load(layout, ctid)?;
     container.require_private()?;
     if matches!(container.run_state()?, RunState::Running { .. }) {
-        return Err(ContainerError::Running { ctid: ctid.get() });
+        return Err(ContainerError::AlreadyRunning { ctid: ctid.get() });
     }
     start_locked(&container, wait)
 }
 
 fn start_locked(container: &Container, wait: bool) -> Result<(), ContainerError> {
     let resources = container.resources()?;
+    container.clean_dead_root_mount()?;
     let mounted_here = !container.is_mounted();
     if mounted_here {
         mount_root(container)?;
@@ -159,8 +167,19 @@ pub fn destroy(layout: &Layout, ctid: Ctid) -> Result<(), ContainerError> {
     if matches!(container.run_state()?, RunState::Running { .. }) {
         return Err(ContainerError::Running { ctid: ctid.get() });
     }
+    container.clean_dead_root_mount()?;
+    if container.is_mounted() {
+        return Err(ContainerError::Mounted { ctid: ctid.get() });
+    }
     // A snapshot mount keeps the image open as well.
-    if container.is_mounted() || backend::has_any_mount(&container.paths.disk) {
+    if let Some(mount) = backend::snapshot_mounts(&container.paths.disk).first() {
+        return Err(ContainerError::SnapshotMounted {
+            ctid: ctid.get(),
+            id: snapshot::format_id(mount.id),
+            target: mount.target.clone(),
+        });
+    }
+    if backend::has_any_mount(&container.paths.disk) {
         return Err(ContainerError::Mounted { ctid: ctid.get() });
     }
 
