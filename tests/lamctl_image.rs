@@ -171,10 +171,42 @@ fn snapshot_mount_beside_mounted_root() {
         "snapshot mount is writable"
     );
 
+    // A mounted snapshot cannot be mounted twice, nor deleted.
+    let (code, stderr) = home.fails(&[
+        "snapshot-mount",
+        "101",
+        "--id",
+        snap,
+        "--target",
+        target_arg,
+    ]);
+    assert_eq!(code, 160, "{stderr}");
+    assert!(stderr.contains("already mounted"), "{stderr}");
+    let (code, stderr) = home.fails(&["snapshot-delete", "101", "--id", snap]);
+    assert_eq!(code, 158, "{stderr}");
+    let advice = format!("lamctl snapshot-umount 101 --id {snap}");
+    assert!(stderr.contains(&advice), "{stderr}");
+    assert!(!stderr.contains("lamina "), "{stderr}");
+
+    // The current top is no snapshot to delete.
+    let top = home.ok(&["snapshot-list", "101", "-H", "-o", "current,uuid"]);
+    let top = top
+        .lines()
+        .find_map(|line| line.strip_prefix('*'))
+        .expect("a current top")
+        .trim()
+        .to_string();
+    let (code, stderr) = home.fails(&["snapshot-delete", "101", "--id", &top]);
+    assert_eq!(code, 158, "{stderr}");
+    assert!(stderr.contains("lamctl snapshot-list 101"), "{stderr}");
+    assert!(!stderr.contains("lamina "), "{stderr}");
+
     // destroy must not pull the image from under the snapshot mount.
     home.ok(&["umount", "101"]);
     let (code, stderr) = home.fails(&["destroy", "101"]);
     assert_eq!(code, 41, "{stderr}");
+    assert!(stderr.contains(&advice), "{stderr}");
+    assert!(stderr.contains(target_arg), "{stderr}");
     assert_eq!(
         fs::read_to_string(target.join("root/before")).unwrap(),
         "old data"
@@ -182,6 +214,9 @@ fn snapshot_mount_beside_mounted_root() {
 
     home.ok(&["snapshot-umount", "101", "--id", snap]);
     assert!(!home.mounts().contains(&target));
+    let (code, stderr) = home.fails(&["snapshot-umount", "101", "--id", snap]);
+    assert_eq!(code, 21, "{stderr}");
+    assert_eq!(stderr, format!("Snapshot {snap} is not mounted\n"));
     home.assert_clean();
 
     // The config copy saved with the snapshot is there, as vzctl keeps it.

@@ -3,18 +3,20 @@
 //! The image's descriptor is the record of snapshots. Beside it, as vzctl
 //! does, a copy of the container config is kept per snapshot in
 //! `VE_PRIVATE/dump/{UUID}.ve.conf`, and a snapshot switch restores it.
-//! Snapshot mounts are recorded in the runtime directory so that
-//! `snapshot-umount --id` finds the mount point again.
+//! `snapshot-umount --id` finds the mount point in the image server's
+//! records of the disk's snapshot mounts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::error::ErrorKind;
+
 use super::backend::{self, MountRequest, RunState, SnapshotEntry};
 use super::config::write_atomic;
 use super::ctid::Ctid;
-use super::error::ContainerError;
+use super::error::{ContainerError, Stage};
 use super::instance::Container;
 use super::layout::Layout;
 use super::lock::CtLock;
@@ -99,10 +101,39 @@ fn require_known(container: &Container, id: Uuid) -> Result<SnapshotEntry, Conta
 }
 
 /// Deletes snapshot `id`; its data merges into its child.
+///
+/// The current top and a mounted snapshot are rejected here, with advice
+/// in lamctl's terms, before the image engine or server would reject them.
 pub fn delete(layout: &Layout, ctid: Ctid, id: Uuid) -> Result<(), ContainerError> {
     let _lock = CtLock::acquire(layout, ctid)?;
     let container = Container::load(layout, ctid)?;
-    require_known(&container, id)?;
+    let entry = require_known(&container, id)?;
+    if entry.current {
+        return Err(delete_error(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{} is the current top of container {ctid}, which holds its live data, not \
+                 a snapshot. Run `lamctl snapshot-list {ctid}` for the snapshot IDs (the top \
+                 is marked with *)",
+                format_id(id)
+            ),
+        ));
+    }
+    let mounted = backend::snapshot_mounts(&container.paths.disk)
+        .into_iter()
+        .find(|m| m.id == id);
+    if let Some(mount) = mounted {
+        return Err(delete_error(
+            ErrorKind::Busy,
+            format!(
+                "snapshot {} is mounted at {} -- run `lamctl snapshot-umount {ctid} --id {}` \
+                 first",
+                format_id(id),
+                mount.target.display(),
+                format_id(id)
+            ),
+        ));
+    }
     backend::snapshot_delete(&container.paths.disk, id)?;
     let copy = config_copy(&container, id);
     match fs::remove_file(&copy) {
@@ -110,6 +141,14 @@ pub fn delete(layout: &Layout, ctid: Ctid, id: Uuid) -> Result<(), ContainerErro
             Err(ContainerError::io("remove", &copy)(err))
         }
         _ => Ok(()),
+    }
+}
+
+fn delete_error(kind: ErrorKind, message: String) -> ContainerError {
+    ContainerError::Backend {
+        stage: Stage::SnapshotDelete,
+        kind,
+        message,
     }
 }
 
@@ -135,10 +174,6 @@ pub fn switch(layout: &Layout, ctid: Ctid, id: Uuid) -> Result<(), ContainerErro
     Ok(())
 }
 
-fn mount_record(layout: &Layout, ctid: Ctid, id: Uuid) -> PathBuf {
-    layout.state_dir(ctid).join(format!("snapshot-{id}.target"))
-}
-
 /// Mounts snapshot `id` read-only at `target`, for backups while the
 /// container runs.
 pub fn mount(layout: &Layout, ctid: Ctid, id: Uuid, target: &Path) -> Result<(), ContainerError> {
@@ -146,39 +181,39 @@ pub fn mount(layout: &Layout, ctid: Ctid, id: Uuid, target: &Path) -> Result<(),
     require_known(&container, id)?;
     let target = std::path::absolute(target).map_err(ContainerError::io("resolve", target))?;
 
-    let record = mount_record(layout, ctid, id);
-    if record.exists() {
-        return Err(ContainerError::BadUsage {
-            message: format!(
-                "Snapshot {} is already mounted; run snapshot-umount first",
-                format_id(id)
-            ),
-        });
+    match find_mount(&container, id) {
+        Some(mount) if mount.running => {
+            return Err(ContainerError::SnapshotAlreadyMounted {
+                ctid: ctid.get(),
+                id: format_id(id),
+                target: mount.target,
+            });
+        }
+        // Leftovers of a dead server, for example after a reboot.
+        Some(mount) => backend::umount(&mount.target, true)?,
+        None => {}
     }
     backend::mount(&MountRequest {
         disk: &container.paths.disk,
         target: &target,
         snapshot: Some(id),
-    })?;
-
-    let dir = layout.state_dir(ctid);
-    let written = fs::create_dir_all(&dir)
-        .and_then(|()| write_atomic(&record, target.as_os_str().as_encoded_bytes()))
-        .map_err(ContainerError::io("write", &record));
-    if written.is_err() {
-        let _ = backend::umount(&target, true);
-    }
-    written
+    })
 }
 
-/// Unmounts snapshot `id` mounted by [`mount`].
+/// Unmounts snapshot `id`, mounted by [`mount`] or by `lamina mount
+/// --snapshot`. The leftovers of a dead server are removed as well.
 pub fn umount(layout: &Layout, ctid: Ctid, id: Uuid) -> Result<(), ContainerError> {
-    let record = mount_record(layout, ctid, id);
-    let target = fs::read_to_string(&record).map_err(|_| ContainerError::SnapshotNotFound {
-        id: format!("{} (not mounted)", format_id(id)),
-    })?;
-    backend::umount(Path::new(&target), false)?;
-    fs::remove_file(&record).map_err(ContainerError::io("remove", &record))
+    let container = Container::load(layout, ctid)?;
+    let Some(mount) = find_mount(&container, id) else {
+        return Err(ContainerError::SnapshotNotMounted { id: format_id(id) });
+    };
+    backend::umount(&mount.target, !mount.running)
+}
+
+fn find_mount(container: &Container, id: Uuid) -> Option<backend::SnapshotMount> {
+    backend::snapshot_mounts(&container.paths.disk)
+        .into_iter()
+        .find(|m| m.id == id)
 }
 
 #[cfg(test)]
