@@ -389,6 +389,35 @@ fn snapshot_switch_and_delete() {
 }
 
 #[test]
+fn diskspace_compares_with_image_size() {
+    let home = Home::new();
+    home.create("101", &[]);
+    let conf = home.path().join("conf/101.conf");
+    let descriptor = home.path().join("private/101/root.hdd/disk.json");
+
+    // Without --save the image grows but DISKSPACE stays 256M, as after a
+    // grow whose filesystem step failed.
+    home.ok(&["set", "101", "--diskspace", "512M"]);
+    let config = fs::read_to_string(&conf).unwrap();
+    let image = fs::read_to_string(&descriptor).unwrap();
+    assert!(image.contains(&(512u64 << 20).to_string()), "{image}");
+
+    let (code, stderr) = home.fails(&["set", "101", "--diskspace", "384M", "--save"]);
+    assert_eq!(code, 21, "{stderr}");
+    assert!(stderr.contains("shrinking"), "{stderr}");
+    assert!(stderr.contains("524288 KB"), "{stderr}");
+    assert_eq!(fs::read_to_string(&conf).unwrap(), config);
+    assert_eq!(fs::read_to_string(&descriptor).unwrap(), image);
+
+    // The image's size already: nothing to grow, and --save saves it.
+    home.ok(&["set", "101", "--diskspace", "512M", "--save"]);
+    let saved = fs::read_to_string(&conf).unwrap();
+    assert!(saved.contains("DISKSPACE=\"524288:524288\""), "{saved}");
+    assert_eq!(fs::read_to_string(&descriptor).unwrap(), image);
+    home.assert_clean();
+}
+
+#[test]
 fn diskinodes_sets_inode_count() {
     let home = Home::new();
     home.create("101", &["--diskinodes", "20000"]);

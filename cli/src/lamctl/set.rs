@@ -26,7 +26,8 @@ pub struct Args {
     /// CPU weight, 8 to 500000 (1000 is the default weight).
     #[arg(long)]
     cpuunits: Option<String>,
-    /// Disk size, `[soft:]hard`; bare numbers are KB. Grows online.
+    /// Disk size, `[soft:]hard`; bare numbers are KB. Grows the image
+    /// and its filesystem, online when mounted; shrinking is rejected.
     #[arg(long)]
     diskspace: Option<String>,
     /// Inode count, `[soft:]hard`; saved only, used at create.

@@ -6,6 +6,8 @@
 //! changed keys into the config, and only when every live change
 //! succeeded, as vzctl does.
 
+use std::cmp::Ordering;
+
 use super::backend::{self, RunState};
 use super::create::{parse_option_pair, validate_hostname};
 use super::ctid::{self, Ctid};
@@ -80,6 +82,11 @@ pub fn set(layout: &Layout, ctid: Ctid, opts: &SetOptions) -> Result<SetReport, 
     any_change |= net::update_config(layout, ctid, &mut changed, &opts.net)?;
     let resources = Resources::from_config(&changed, &container.conf_path)?;
 
+    let grow_to = match &opts.diskspace {
+        Some(space) => plan_grow(&container, space)?,
+        None => None,
+    };
+
     let running = matches!(container.run_state()?, RunState::Running { .. });
     let mut report = SetReport::default();
     if running && touches_limits(opts) {
@@ -93,8 +100,8 @@ pub fn set(layout: &Layout, ctid: Ctid, opts: &SetOptions) -> Result<SetReport, 
     if !opts.net.is_empty() || opts.hostname.is_some() {
         report.applied_live |= net::apply_set(&container, &changed)?;
     }
-    if let Some(space) = &opts.diskspace {
-        grow_disk(&container, space)?;
+    if let Some(size) = grow_to {
+        grow_disk(&container, size)?;
     }
 
     if let Some(name) = &opts.name {
@@ -134,6 +141,16 @@ fn parse_changes(opts: &SetOptions) -> Result<Vec<(&'static str, String)>, Conta
         if let Some(value) = value {
             let bytes = parse_value(value, Unit::Bytes, Unlimited::Allowed)
                 .map_err(bad_unit(option, value))?;
+            // A zero memory limit cannot work: cgroup v1 rejects a limit
+            // below the memory in use (EBUSY), and v2 OOM-kills processes
+            // until they fit under memory.max. Zero swap is valid.
+            if key == "PHYSPAGES" && bytes == 0 {
+                return Err(bad_value(
+                    option,
+                    value,
+                    "a memory limit must be above zero; use a size or unlimited",
+                ));
+            }
             let pages = if bytes >= super::units::UNLIMITED {
                 bytes
             } else {
@@ -225,25 +242,51 @@ fn apply_hostname(
     Ok(())
 }
 
-/// Grows the image to the new DISKSPACE hard limit. Shrinking is rejected.
-fn grow_disk(container: &Container, space: &str) -> Result<(), ContainerError> {
+/// Returns the size in bytes to grow the image to for `--diskspace`, or
+/// `None` when the image has that size already. The hard limit is rounded
+/// up to whole clusters, as the image engine sizes images.
+///
+/// Shrinking is rejected: below DISKSPACE in the config, and below the
+/// image's actual size, which exceeds DISKSPACE after a grow that was not
+/// saved or whose filesystem step failed.
+fn plan_grow(container: &Container, space: &str) -> Result<Option<u64>, ContainerError> {
     let (_, hard_kb) = parse_option_pair("--diskspace", space, Unit::Kilobytes)?;
-    let size = hard_kb.saturating_mul(1024);
     if let Some(current) = container.config.get_nonempty("DISKSPACE")
         && let Ok((_, current_kb)) = parse_pair(current, Unit::Kilobytes, Unlimited::Rejected)
         && hard_kb < current_kb
     {
-        return Err(bad_value(
-            "--diskspace",
-            space,
-            "shrinking an image is not supported; give a larger size",
-        ));
+        let reason = format!(
+            "shrinking an image is not supported; DISKSPACE is {current_kb} KB, give at least that"
+        );
+        return Err(bad_value("--diskspace", space, &reason));
     }
 
+    container.require_private()?;
+    let cluster = backend::CLUSTER_SIZE;
+    let size = hard_kb
+        .checked_mul(1024)
+        .and_then(|bytes| bytes.div_ceil(cluster).checked_mul(cluster))
+        .ok_or_else(|| bad_value("--diskspace", space, "the size is too large"))?;
+    let image = backend::image_size(&container.paths.disk)?;
+    match size.cmp(&image) {
+        Ordering::Less => {
+            let reason = format!(
+                "shrinking an image is not supported; the image is {} KB, give at least that",
+                image / 1024
+            );
+            Err(bad_value("--diskspace", space, &reason))
+        }
+        Ordering::Equal => Ok(None),
+        Ordering::Greater => Ok(Some(size)),
+    }
+}
+
+/// Grows the image and its filesystem to `size` bytes: online through the
+/// image server when the root is mounted, offline otherwise.
+fn grow_disk(container: &Container, size: u64) -> Result<(), ContainerError> {
     if container.is_mounted() {
         return backend::grow(&container.paths.disk, size);
     }
-    container.require_private()?;
     backend::grow_offline(&container.paths.disk, size)
 }
 
@@ -281,6 +324,13 @@ mod tests {
             (
                 SetOptions {
                     ram: Some("10Q".into()),
+                    ..Default::default()
+                },
+                21,
+            ),
+            (
+                SetOptions {
+                    ram: Some("0".into()),
                     ..Default::default()
                 },
                 21,
@@ -328,6 +378,18 @@ mod tests {
                 "{opts:?}"
             );
         }
+    }
+
+    #[test]
+    fn zero_swap_is_allowed() {
+        let opts = SetOptions {
+            swap: Some("0".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_changes(&opts).unwrap(),
+            vec![("SWAPPAGES", "0:0".to_string())]
+        );
     }
 
     #[test]
