@@ -50,10 +50,14 @@ pub fn run(layout: &Layout, args: Args, out: Output) -> Result<i32, ContainerErr
         name: args.name,
         net: args.net.into_options(),
     };
+    // Every argument is checked before the first message.
+    let plan = create::prepare(layout, ctid, &opts)?;
     let _signals = CancelOnSignals::install();
-    let label = opts.ostemplate.clone().unwrap_or_default();
-    out.say(format_args!("Creating container private area ({label})"));
-    match create::create(layout, ctid, &opts) {
+    out.say(format_args!(
+        "Creating container private area ({})",
+        plan.template()
+    ));
+    match plan.run() {
         Ok(created) => {
             out.say(format_args!(
                 "Container private area was created ({})",

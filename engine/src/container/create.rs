@@ -64,14 +64,39 @@ fn check_cancel(ctid: u32) -> Result<(), ContainerError> {
     Ok(())
 }
 
-/// Creates container `ctid`.
+/// Creates container `ctid`: [`prepare`], then [`Plan::run`].
 pub fn create(
     layout: &Layout,
     ctid: Ctid,
     opts: &CreateOptions,
 ) -> Result<Created, ContainerError> {
+    prepare(layout, ctid, opts)?.run()
+}
+
+/// A create whose options, config, template and disk size were checked,
+/// holding the container lock until it runs or is dropped.
+#[derive(Debug)]
+pub struct Plan {
+    layout: Layout,
+    ctid: Ctid,
+    _lock: CtLock,
+    conf_path: PathBuf,
+    config: ConfigFile,
+    private: PathBuf,
+    root: PathBuf,
+    name: Option<String>,
+    template: String,
+    tarball: PathBuf,
+    size: u64,
+    inodes: Option<u64>,
+}
+
+/// Checks everything `create` needs before it changes anything: option
+/// values, the sample config, the paths, the name, the OS template and
+/// the disk size. Takes the container lock.
+pub fn prepare(layout: &Layout, ctid: Ctid, opts: &CreateOptions) -> Result<Plan, ContainerError> {
     validate_options(opts)?;
-    let _lock = CtLock::acquire(layout, ctid)?;
+    let lock = CtLock::acquire(layout, ctid)?;
 
     let conf_path = layout.conf_file(ctid);
     let mut config = initial_config(layout, &conf_path, opts)?;
@@ -103,24 +128,51 @@ pub fn create(
             name: template_name.to_string(),
             dir: cache.clone(),
         })?;
+    let template = template::base_name(template_name).to_string();
     let (size, inodes) = disk_geometry(&config, &conf_path)?;
 
-    let mut build = Build::new(ctid.get(), &paths.private, &paths.root);
-    build.run(&tarball, size, inodes, config.get_nonempty("HOSTNAME"))?;
-    check_cancel(ctid.get())?;
-    build.commit()?;
-
-    fs::create_dir_all(&layout.conf_dir)
-        .map_err(ContainerError::io("create directory", &layout.conf_dir))?;
-    config.save(&conf_path)?;
-    if let Some(name) = &opts.name {
-        ctid::register_name(layout, ctid, name, None)?;
-    }
-    let template = template::base_name(template_name).to_string();
-    Ok(Created {
-        template,
+    Ok(Plan {
+        layout: layout.clone(),
+        ctid,
+        _lock: lock,
+        conf_path,
+        config,
         private: paths.private,
+        root: paths.root,
+        name: opts.name.clone(),
+        template,
+        tarball,
+        size,
+        inodes,
     })
+}
+
+impl Plan {
+    /// Returns the OS template name, as OSTEMPLATE stores it.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// Builds the private area, saves the config and registers the name.
+    pub fn run(self) -> Result<Created, ContainerError> {
+        let ctid = self.ctid;
+        let mut build = Build::new(ctid.get(), &self.private, &self.root);
+        let hostname = self.config.get_nonempty("HOSTNAME");
+        build.run(&self.tarball, self.size, self.inodes, hostname)?;
+        check_cancel(ctid.get())?;
+        build.commit()?;
+
+        let conf_dir = &self.layout.conf_dir;
+        fs::create_dir_all(conf_dir).map_err(ContainerError::io("create directory", conf_dir))?;
+        self.config.save(&self.conf_path)?;
+        if let Some(name) = &self.name {
+            ctid::register_name(&self.layout, ctid, name, None)?;
+        }
+        Ok(Created {
+            template: self.template,
+            private: self.private,
+        })
+    }
 }
 
 fn validate_options(opts: &CreateOptions) -> Result<(), ContainerError> {
