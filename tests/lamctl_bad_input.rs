@@ -49,6 +49,59 @@ fn bad_size_is_21() {
     ];
     let stderr = fails_without_change(&home, &args, 21);
     assert!(stderr.contains("10Q"), "{stderr}");
+    assert!(!stderr.contains("Creation of"), "{stderr}");
+    // Arguments are checked before create prints its first message.
+    let output = home.lamctl(&args);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+}
+
+#[test]
+fn create_without_template_is_29() {
+    let home = Home::new();
+    let args = ["create", "101", "--diskspace", "256M"];
+    let stderr = fails_without_change(&home, &args, 29);
+    assert!(stderr.contains("--ostemplate"), "{stderr}");
+    assert!(stderr.contains("DEF_OSTEMPLATE"), "{stderr}");
+    let output = home.lamctl(&args);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+}
+
+#[test]
+fn zero_ram_is_21() {
+    let home = Home::new();
+    home.create("101", &[]);
+    let stderr = fails_without_change(&home, &["set", "101", "--ram", "0", "--save"], 21);
+    assert!(stderr.contains("--ram"), "{stderr}");
+}
+
+#[test]
+fn list_unknown_field_names_option() {
+    let home = Home::new();
+    let args = ["list", "-a", "-o", "ctid", "-s", "nosuch"];
+    let stderr = fails_without_change(&home, &args, 21);
+    assert!(stderr.contains("Invalid value for -s"), "{stderr}");
+    let stderr = fails_without_change(&home, &["list", "-a", "-o", "nosuch"], 21);
+    assert!(stderr.contains("Invalid value for -o"), "{stderr}");
+}
+
+#[test]
+fn list_of_unknown_ctids() {
+    let home = Home::new();
+    home.create("101", &[]);
+    // vzlist: none of the given containers exists.
+    let output = home.lamctl(&["list", "-a", "999"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Container(s) not found\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    // One of them exists: list it, as vzlist does.
+    let listed = home.ok(&["list", "-a", "-H", "-o", "ctid", "999", "101"]);
+    assert_eq!(listed.trim(), "101");
+    // An existing but stopped container without -a is no error.
+    assert_eq!(home.ok(&["list", "-H", "101"]), "");
+    fails_without_change(&home, &["list", "-a", "abc"], 21);
 }
 
 #[test]

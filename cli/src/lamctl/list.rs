@@ -1,7 +1,7 @@
 //! `lamctl list`: vzlist.
 
 use lamina_engine::container::ContainerError;
-use lamina_engine::container::ctid::Ctid;
+use lamina_engine::container::ctid::{self, Ctid};
 use lamina_engine::container::layout::Layout;
 use lamina_engine::container::list::{self, DEFAULT_FIELDS, Filter};
 
@@ -50,9 +50,13 @@ pub struct Args {
     /// List the field names and headers.
     #[arg(short = 'L', long = "list")]
     list_fields: bool,
-    /// Show only these containers.
+    /// Show only these containers, by ID or name.
     ctids: Vec<String>,
 }
+
+/// vzlist's exit code when none of the containers named on the command
+/// line exists.
+const EXIT_NOT_FOUND: i32 = 1;
 
 pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
     if args.list_fields {
@@ -64,16 +68,11 @@ pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
         (_, true) => Filter::Stopped,
         _ => Filter::Running,
     };
-    let mut only = Vec::new();
-    for text in &args.ctids {
-        match Ctid::parse(text) {
-            Ok(ctid) => only.push(ctid),
-            Err(err) => eprintln!("{err}; skipped"),
-        }
-    }
-    if !args.ctids.is_empty() && only.is_empty() {
-        return Ok(0);
-    }
+    let only = args
+        .ctids
+        .iter()
+        .map(|text| ctid::resolve(layout, text))
+        .collect::<Result<Vec<Ctid>, _>>()?;
     let fields_text = match (&args.output, args.only_ctid, args.name) {
         (Some(list), _, _) => list.clone(),
         (None, true, _) => "ctid".to_string(),
@@ -82,7 +81,14 @@ pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
         (None, false, false) => DEFAULT_FIELDS.to_string(),
     };
     let fields = list::parse_fields(&fields_text)?;
+    let sort = args.sort.as_deref().map(list::parse_sort).transpose()?;
 
+    // As in vzlist: scripts run `list CTID` and test the exit code to
+    // find out whether a container exists.
+    if !only.is_empty() && !only.iter().any(|&ctid| layout.conf_file(ctid).is_file()) {
+        eprintln!("Container(s) not found");
+        return Ok(EXIT_NOT_FOUND);
+    }
     let mut rows = list::collect(layout, filter, &only)?;
     let filters = [
         ("HOSTNAME", &args.hostname),
@@ -98,11 +104,7 @@ pub fn run(layout: &Layout, args: Args) -> Result<i32, ContainerError> {
             rows.retain(matches);
         }
     }
-    if let Some(spec) = &args.sort {
-        let (name, reverse) = spec
-            .strip_prefix('-')
-            .map_or((spec.as_str(), false), |n| (n, true));
-        let field = list::parse_fields(name)?[0];
+    if let Some((field, reverse)) = sort {
         list::sort(&mut rows, field, reverse);
     }
 

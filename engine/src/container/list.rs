@@ -309,17 +309,30 @@ pub fn field(name: &str) -> Option<&'static Field> {
         .find(|f| f.name == name || f.aliases.contains(&name))
 }
 
-/// Parses a comma-separated field list.
+/// Parses a comma-separated field list (`-o`).
 pub fn parse_fields(list: &str) -> Result<Vec<&'static Field>, ContainerError> {
     list.split(',')
-        .map(|name| {
-            field(name.trim()).ok_or_else(|| ContainerError::BadValue {
-                option: "-o".to_string(),
-                value: name.to_string(),
-                reason: "unknown field; run list -L for the field names".to_string(),
-            })
-        })
+        .map(|name| field(name.trim()).ok_or_else(|| unknown_field("-o", name)))
         .collect()
+}
+
+/// Parses the field of `-s`: one field name, with an optional leading `-`
+/// that reverses the order. Returns the field and whether to reverse.
+pub fn parse_sort(spec: &str) -> Result<(&'static Field, bool), ContainerError> {
+    let (name, reverse) = match spec.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (spec, false),
+    };
+    let field = field(name.trim()).ok_or_else(|| unknown_field("-s", spec))?;
+    Ok((field, reverse))
+}
+
+fn unknown_field(option: &str, name: &str) -> ContainerError {
+    ContainerError::BadValue {
+        option: option.to_string(),
+        value: name.to_string(),
+        reason: "unknown field; run list -L for the field names".to_string(),
+    }
 }
 
 /// Returns whether `text` matches the shell glob `pattern` (`*`, `?` and

@@ -104,6 +104,21 @@ fn aliases_and_unknown_fields() {
     assert_eq!(field("vpsid").unwrap().name, "ctid");
     let err = parse_fields("ctid,bogus").err().unwrap();
     assert_eq!(err.exit_code(), 21);
+    assert!(err.to_string().contains("-o"), "{err}");
+}
+
+#[test]
+fn sort_field_and_direction() {
+    let (field, reverse) = parse_sort("-hostname").unwrap();
+    assert_eq!((field.name, reverse), ("hostname", true));
+    let (field, reverse) = parse_sort("veid").unwrap();
+    assert_eq!((field.name, reverse), ("ctid", false));
+    for bad in ["nosuch", "-nosuch", "ctid,hostname", ""] {
+        let err = parse_sort(bad).err().unwrap();
+        assert_eq!(err.exit_code(), 21, "{bad}");
+        let message = err.to_string();
+        assert!(message.starts_with("Invalid value for -s"), "{message}");
+    }
 }
 
 #[test]
