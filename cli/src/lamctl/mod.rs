@@ -28,6 +28,9 @@ use lamina_engine::container::layout::Layout;
 /// vzctl's exit code for invalid command-line syntax.
 pub const EXIT_SYNTAX: i32 = 20;
 
+/// The help section of the flags that every command takes.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lamctl",
@@ -36,10 +39,16 @@ pub const EXIT_SYNTAX: i32 = 20;
 )]
 struct Cli {
     /// Print nothing but errors.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS)]
     quiet: bool,
     /// Log more; repeat for debug output.
-    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    #[arg(
+        long,
+        short = 'v',
+        action = clap::ArgAction::Count,
+        global = true,
+        help_heading = GLOBAL_OPTIONS
+    )]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
@@ -70,7 +79,7 @@ enum Command {
     Exec(exec::Args),
     /// Run a command inside; exit with its status.
     Exec2(exec::Args),
-    /// Change limits, disk size, hostname or name.
+    /// Change limits, disk size, hostname, name or network settings.
     Set(set::Args),
     /// List containers (vzlist).
     List(list::Args),
