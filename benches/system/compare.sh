@@ -232,7 +232,7 @@ machine_info() {
   echo "commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "nproc: $(nproc)"
   echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-  echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "kernel: $(uname -r)"
   echo "fio: $(fio --version)"
   echo "temp fs: $(df -T /tmp | awk 'NR == 2 {print $2 " on " $1}')"
