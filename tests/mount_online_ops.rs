@@ -383,7 +383,10 @@ fn rejected_online_ops_leave_nothing() {
         vec!["resize", disk_arg, "--size", "32M"],
     ] {
         let stderr = fails(&home, &verb, BUSY);
-        assert!(stderr.contains("unmount it first"), "{verb:?}: {stderr}");
+        assert!(
+            stderr.contains("works only on an unmounted disk"),
+            "{verb:?}: {stderr}"
+        );
     }
     files.verify(&target, "after rejected requests");
     assert_eq!(chain_depth(&home, disk_arg), 2);
