@@ -191,7 +191,9 @@ up_qemu() {
   srvpid=$!
   wait_for_mount "$fuse_export"
   # Direct I/O stays off: qemu-storage-daemon 10.0.2's FUSE export mixes up
-  # payloads of concurrent split direct writes (see ../shared/bench/README.md).
+  # the payloads of concurrent FUSE writes that one direct write of 1 MiB or
+  # more is split into, and mkfs.ext4 then makes a filesystem that does not
+  # mount.
   loopdev=$(losetup -f --show "$fuse_export")
   [ -n "${1:-}" ] || mount "$loopdev" "$mnt"
 }

@@ -129,7 +129,7 @@ pub enum ServeError {
     FsGrowDeferred {
         /// The filesystem type.
         fs: &'static str,
-        /// Why the online grow failed.
+        /// The reason the online grow failed.
         reason: String,
     },
     /// The operation needs something this server does not have.
