@@ -200,19 +200,21 @@ pub fn grow_offline(disk_dir: &Path, size: u64) -> Result<(), ServeError> {
     std::fs::create_dir(&run_dir).map_err(|e| ServeError::io("create", &run_dir, e))?;
     let result = grow_fs_attached(&opened, &run_dir.join(runtime::EXPORT_FILE));
     runtime::remove_run_dir(&run_dir);
-    let grown = result?;
-    if grown {
-        fs::clear_grow_pending(&disk)?;
-    }
 
-    match Arc::try_unwrap(opened) {
+    // The disk is closed cleanly even when the filesystem grow failed: it
+    // has grown, and the pending record makes the next mount try again.
+    let closed = match Arc::try_unwrap(opened) {
         Ok(opened) => opened
             .close()
             .map_err(|e| ServeError::image("close disk", e)),
         Err(_) => Err(ServeError::Unsupported {
             what: "closing a disk that FUSE workers still hold".into(),
         }),
+    };
+    if result? {
+        fs::clear_grow_pending(&disk)?;
     }
+    closed
 }
 
 /// Grows the ext4 filesystem on the attached disk, and returns whether the
