@@ -35,7 +35,7 @@ fn busybox_template() -> &'static Path {
         }
 
         // Build beside the final place and rename, so that a test binary
-        // running at the same time never sees a half-written template.
+        // running at the same time never reads a half-written template.
         std::fs::create_dir_all(root).expect("create the test temp directory");
         let build = tempfile::tempdir_in(root).expect("tempdir");
         let status = Command::new(&script)
